@@ -1,0 +1,25 @@
+"""Korean shopping-review sentiment with a character-level stacked LSTM.
+
+    from pipeline import sentiment_predict
+    sentiment_predict(["배송 빠르고 좋아요", "별로에요 다시는 안 사요"])  # ['긍정', '부정']
+
+Importing the package is cheap: TensorFlow loads when the first predictor is made.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+
+__all__ = ["Predictor", "sentiment_predict", "get_predictor", "PipelineError"]
+
+
+def __getattr__(name: str):
+    if name in ("Predictor", "sentiment_predict", "get_predictor"):
+        from pipeline import predict
+
+        return getattr(predict, name)
+    if name == "PipelineError":
+        from pipeline.errors import PipelineError
+
+        return PipelineError
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

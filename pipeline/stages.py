@@ -1,0 +1,238 @@
+"""The stage graph: what each stage reads, writes and depends on, and when it must rerun.
+
+Like a dvc.yaml: a stage is fresh when its recorded fingerprint (input checksums + the settings
+it reads) still matches and its outputs are unchanged; `run` skips fresh stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.download import download, local_source
+from pipeline.errors import PipelineError
+from pipeline.evaluate import evaluate
+from pipeline.files import sha256_file, write_json_atomic
+from pipeline.prepare import SPLITS, prepare
+from pipeline.tokenizer import tokenize
+from pipeline.train import train
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Config, bool], dict]
+    inputs: Callable[[Config], list[Path]]
+    outputs: Callable[[Config], list[Path]]
+    params: tuple[str, ...]  # the Config fields whose change makes the stage stale
+    home: str  # "data_dir" or "artifacts_dir": where the stage keeps its record
+
+    def record_path(self, config: Config) -> Path:
+        return getattr(config, self.home) / "stages" / f"{self.name}.json"
+
+
+def _splits(config: Config) -> list[Path]:
+    return [config.split_path(name) for name in SPLITS]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "download", download,
+        inputs=lambda c: [p] if (p := local_source(c.source)) else [],
+        outputs=lambda c: [c.raw_path],
+        params=("source", "sha256"),
+        home="data_dir",
+    ),
+    Stage(
+        "prepare", prepare,
+        inputs=lambda c: [c.raw_path],
+        outputs=_splits,
+        params=("val_fraction", "test_fraction", "strict", "seed"),
+        home="data_dir",
+    ),
+    Stage(
+        "tokenize", tokenize,
+        inputs=_splits,
+        outputs=lambda c: [c.tokenizer_path, c.encoded_path],
+        params=("maxlen", "num_words", "oov_token", "padding", "truncating"),
+        home="artifacts_dir",
+    ),
+    Stage(
+        "train", train,
+        inputs=lambda c: [c.encoded_path, c.tokenizer_path],
+        outputs=lambda c: [
+            c.model_path, c.artifacts_dir / "history.json", c.artifacts_dir / "training_curves.png"
+        ],
+        params=("embedding_dim", "rnn_units", "cell", "bidirectional", "dropout",
+                "recurrent_dropout", "mask_padding", "epochs", "batch_size", "learning_rate",
+                "patience", "seed"),
+        home="artifacts_dir",
+    ),
+    Stage(
+        "evaluate", evaluate,
+        inputs=lambda c: [c.split_path("test"), c.model_path, c.tokenizer_path],
+        outputs=lambda c: [c.artifacts_dir / "metrics.json"],
+        params=(),
+        home="artifacts_dir",
+    ),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def get_stage(name: str) -> Stage:
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    raise PipelineError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
+
+
+# -- fingerprints and records ---------------------------------------------------------------------
+def _checksums(paths: list[Path]) -> dict[str, str]:
+    return {str(p): sha256_file(p) for p in paths}
+
+
+def fingerprint(stage: Stage, config: Config) -> tuple[str, dict]:
+    """A hash of the stage's input checksums and settings, and the parts it was made from."""
+    settings = config.to_dict()
+    parts = {
+        "inputs": _checksums([p for p in stage.inputs(config) if p.exists()]),
+        "params": {name: settings[name] for name in stage.params},
+    }
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return digest, parts
+
+
+def read_record(stage: Stage, config: Config) -> dict | None:
+    try:
+        return json.loads(stage.record_path(config).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def stage_state(stage: Stage, config: Config) -> tuple[str, str]:
+    """('fresh' | 'stale' | 'missing', why)."""
+    record = read_record(stage, config)
+    if record is None:
+        return "missing", "never run here"
+    missing = [str(p) for p in stage.outputs(config) if not p.exists()]
+    if missing:
+        return "missing", f"{', '.join(missing)} not found"
+    digest, parts = fingerprint(stage, config)
+    if digest != record.get("fingerprint"):
+        changed = [k for k, v in parts["params"].items() if record["params"].get(k) != v]
+        changed += [p for p, h in parts["inputs"].items() if record["inputs"].get(p) != h]
+        return "stale", f"changed since last run: {', '.join(changed) or 'inputs'}"
+    if _checksums(stage.outputs(config)) != record.get("outputs"):
+        return "stale", "its outputs were modified after it ran"
+    return "fresh", f"up to date since {record.get('finished_at', '?')}"
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("tensorflow", "keras", "numpy", "pandas", "scikit-learn"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return versions
+
+
+def run_stage(stage: Stage, config: Config, quiet: bool = False) -> dict:
+    """Run one stage now, then record its fingerprint, outputs and result."""
+    for path in stage.inputs(config):
+        if not path.exists():
+            producer = _producer(path, config)
+            raise PipelineError(
+                f"{path} is missing; run `python -m pipeline {producer}` first" if producer
+                else f"source file {path} does not exist; pass --source with the path or URL "
+                "of naver_shopping.txt"
+            )
+    digest, parts = fingerprint(stage, config)
+    started = time.perf_counter()
+    result = stage.run(config, quiet)
+    record = {
+        "stage": stage.name,
+        "fingerprint": digest,
+        **parts,
+        "outputs": _checksums(stage.outputs(config)),
+        "result": result,
+        "seconds": round(time.perf_counter() - started, 2),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+    }
+    write_json_atomic(stage.record_path(config), record)
+    write_manifest(config)
+    return record
+
+
+def _producer(path: Path, config: Config) -> str | None:
+    for stage in STAGES:
+        if path in stage.outputs(config):
+            return stage.name
+    return None
+
+
+def write_manifest(config: Config) -> None:
+    """artifacts/manifest.json: every stage's record, the settings and library versions."""
+    manifest = {
+        "config": config.to_dict(),
+        "versions": library_versions(),
+        "stages": {s.name: read_record(s, config) for s in STAGES},
+    }
+    write_json_atomic(config.artifacts_dir / "manifest.json", manifest)
+
+
+def run_pipeline(
+    config: Config, names: tuple[str, ...] = STAGE_NAMES, force: bool = False, quiet: bool = False
+) -> list[tuple[str, str]]:
+    """Run the named stages in graph order, skipping fresh ones unless `force`."""
+    done = []
+    with pipeline_lock(config):
+        for stage in STAGES:
+            if stage.name not in names:
+                continue
+            state, why = stage_state(stage, config)
+            if state == "fresh" and not force:
+                if not quiet:
+                    print(f"{stage.name}: skipped ({why})")
+                done.append((stage.name, "skipped"))
+                continue
+            if not quiet:
+                print(f"{stage.name}: running")
+            record = run_stage(stage, config, quiet)
+            if not quiet:
+                print(f"{stage.name}: done in {record['seconds']:.1f} s")
+            done.append((stage.name, "ran"))
+    return done
+
+
+@contextlib.contextmanager
+def pipeline_lock(config: Config) -> Iterator[None]:
+    """One run at a time per data and artifacts folder; the OS frees the lock if we die."""
+    with contextlib.ExitStack() as stack:
+        for folder in sorted({config.data_dir.resolve(), config.artifacts_dir.resolve()}):
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context((folder / ".lock").open("a+"))
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise PipelineError(
+                    f"another pipeline run (pid {holder}) is using {folder}; wait for it to "
+                    "finish or use other --data-dir/--artifacts-dir"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+        yield

@@ -1,0 +1,136 @@
+"""Train the model on length-bucketed batches, with early stopping and a best checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+from pipeline.files import atomic_path, write_json_atomic
+from pipeline.tokenizer import CharTokenizer, trim_padding
+
+POOL_BATCHES = 50  # batches sorted together: enough to group similar lengths, little order bias
+
+
+def load_encoded(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise PipelineError(f"{path} is missing; run `python -m pipeline tokenize` first")
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def batch_indices(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None):
+    """Index batches of similar lengths: shuffle, sort within pools, shuffle the batches.
+
+    With `rng=None` (validation) batches are simply consecutive in sorted order.
+    """
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    shuffled = rng.permutation(len(lengths))
+    pool = batch_size * POOL_BATCHES
+    batches = []
+    for start in range(0, len(shuffled), pool):
+        chunk = shuffled[start:start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, config: Config, padding: str, shuffle: bool):
+    """A tf.data pipeline of (batch, labels), each batch cut to its longest review when masked."""
+    import tensorflow as tf
+
+    lengths = np.count_nonzero(x, axis=1)
+    rng = np.random.default_rng(config.seed) if shuffle else None
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for index in batch_indices(lengths, config.batch_size, rng):
+            batch = x[index]
+            if config.mask_padding:
+                batch = trim_padding(batch, int(lengths[index].max()), padding)
+            yield batch, y[index].astype(np.float32)
+
+    signature = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.float32))
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+
+
+def train(config: Config, quiet: bool = False) -> dict:
+    """Run the stage: encoded splits + tokenizer in; model, history and curves out."""
+    import keras
+
+    from pipeline.model import build_model
+
+    data = load_encoded(config.encoded_path)
+    tokenizer = CharTokenizer.load(config.tokenizer_path)
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config, tokenizer.vocab_size)
+    train_ds = make_dataset(data["x_train"], data["y_train"], config, tokenizer.padding, True)
+    val_ds = make_dataset(data["x_val"], data["y_val"], config, tokenizer.padding, False)
+
+    # The checkpoint lives in a scratch folder: a killed run never touches model.keras.
+    scratch = config.artifacts_dir / ".train"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
+        ),
+        keras.callbacks.ModelCheckpoint(
+            scratch / "best.keras", monitor="val_loss", save_best_only=True
+        ),
+    ]
+    verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
+    started = time.perf_counter()
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+        verbose=verbose,
+    ).history
+    seconds = time.perf_counter() - started
+
+    with atomic_path(config.model_path) as tmp:
+        model.save(tmp)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    history = {k: [float(v) for v in values] for k, values in history.items()}
+    best = int(np.argmin(history["val_loss"]))
+    summary = {
+        "epochs_run": len(history["val_loss"]),
+        "best_epoch": best + 1,
+        "val_loss": history["val_loss"][best],
+        "val_accuracy": history["val_accuracy"][best],
+        "train_seconds": round(seconds, 1),
+        "train_samples_per_second": round(len(history["val_loss"]) * len(data["y_train"]) / seconds),
+        "parameters": model.count_params(),
+    }
+    write_json_atomic(config.artifacts_dir / "history.json", {**summary, "history": history})
+    plot_curves(history, config.artifacts_dir / "training_curves.png")
+    return summary
+
+
+def plot_curves(history: dict[str, list[float]], path: Path) -> None:
+    """Loss and accuracy per epoch, training against validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = range(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], "o-", label="train")
+        ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
