@@ -44,7 +44,7 @@ class Predictor:
     def __init__(self, artifacts_dir: str | Path = DEFAULT_ARTIFACTS, batch_size: int = 512):
         import keras  # heavy: imported when a predictor is made, not when the package is
 
-        artifacts_dir = Path(artifacts_dir)
+        self.artifacts_dir = artifacts_dir = Path(artifacts_dir)
         self.tokenizer = CharTokenizer.load(artifacts_dir / "tokenizer.json")
         model_path = artifacts_dir / "model.keras"
         if not model_path.is_file():

@@ -99,7 +99,8 @@ def get_stage(name: str) -> Stage:
 
 # -- fingerprints and records ---------------------------------------------------------------------
 def _checksums(paths: list[Path]) -> dict[str, str]:
-    return {str(p): sha256_file(p) for p in paths}
+    # Keyed by file name, so moving or copying the project keeps its stages fresh.
+    return {p.name: sha256_file(p) for p in paths}
 
 
 def fingerprint(stage: Stage, config: Config) -> tuple[str, dict]:

@@ -59,7 +59,10 @@ def make_dataset(x: np.ndarray, y: np.ndarray, config: Config, padding: str, shu
             yield batch, y[index].astype(np.float32)
 
     signature = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.float32))
-    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    # Pools are whole multiples of the batch size, so the count is the same as unpooled.
+    count = -(-len(x) // config.batch_size)
+    return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(2)
 
 
 def train(config: Config, quiet: bool = False) -> dict:
@@ -91,7 +94,7 @@ def train(config: Config, quiet: bool = False) -> dict:
     started = time.perf_counter()
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-        verbose=verbose,
+        verbose=verbose, shuffle=False,  # the dataset shuffles itself, by length pools
     ).history
     seconds = time.perf_counter() - started
 

@@ -1,0 +1,65 @@
+"""Shared fixtures: the real sample file, tiny settings, a loopback HTTP server, a trained model."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SAMPLE = SHARED_DATA / "naver_shopping_sample_2k.txt"
+
+# Small enough to train in seconds on 2 cores, big enough to learn something.
+TINY = dict(embedding_dim=8, rnn_units=(8, 4), epochs=1, batch_size=64, patience=1)
+
+
+@pytest.fixture(scope="session")
+def sample_path() -> Path:
+    if not SAMPLE.is_file():
+        pytest.skip(f"real sample data not found at {SAMPLE} (../shared/data beside the repo)")
+    return SAMPLE
+
+
+def tiny_config(root: Path, source: Path | str, **changes) -> Config:
+    return Config(
+        data_dir=root / "data", artifacts_dir=root / "artifacts", source=str(source),
+        **{**TINY, **changes},
+    )
+
+
+@pytest.fixture
+def static_server():
+    """Serve a folder over HTTP on 127.0.0.1; yields a function folder -> base URL."""
+    servers = []
+
+    def serve(folder: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, sample_path) -> Config:
+    """Run the whole pipeline once with a tiny model; tests only read what it leaves."""
+    from pipeline.stages import run_pipeline
+
+    config = tiny_config(tmp_path_factory.mktemp("trained"), sample_path, epochs=2)
+    run_pipeline(config, quiet=True)
+    return config

@@ -1,0 +1,87 @@
+"""The command line, run the way users run it: a subprocess."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.predict import NEGATIVE, POSITIVE
+
+
+def cli(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+    )
+
+
+def assert_clean_error(result, code, message):
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_every_command():
+    result = cli("--help")
+    assert result.returncode == 0
+    for command in ("run", "download", "prepare", "tokenize", "train", "evaluate", "predict", "status"):
+        assert command in result.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    assert_clean_error(cli("fly"), 2, "invalid choice: 'fly'")
+
+
+def test_unknown_flag_is_a_usage_error():
+    assert_clean_error(cli("run", "--epocs", "3"), 2, "unrecognized arguments")
+
+
+def test_stage_without_its_input_says_what_to_run_first(tmp_path):
+    result = cli("tokenize", "--data-dir", tmp_path / "d", "--artifacts-dir", tmp_path / "a")
+    assert_clean_error(result, 1, "run `python -m pipeline prepare` first")
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    result = cli("download", "--source", tmp_path / "nothing.txt", "--data-dir", tmp_path / "d",
+                 "--artifacts-dir", tmp_path / "a")
+    assert_clean_error(result, 1, "nothing.txt does not exist")
+
+
+def test_status_of_a_new_project_is_all_missing(tmp_path):
+    result = cli("status", "--data-dir", tmp_path / "d", "--artifacts-dir", tmp_path / "a")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5 and all(" missing " in line for line in lines)
+
+
+def test_predict_without_a_model_is_a_clear_error(tmp_path):
+    assert_clean_error(cli("predict", "좋아요", "--artifacts-dir", tmp_path), 1, "missing")
+
+
+def test_predict_prints_label_and_probability_per_review(trained):
+    result = cli("predict", "배송 빠르고 좋아요", "별로에요", "--artifacts-dir", trained.artifacts_dir)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [row[2] for row in rows] == ["배송 빠르고 좋아요", "별로에요"]
+    assert all(row[0] in (POSITIVE, NEGATIVE) and 0 <= float(row[1]) <= 1 for row in rows)
+
+
+def test_predict_scores_a_file_into_a_tsv(trained, sample_path, tmp_path):
+    reviews = [line.split("\t", 1)[1] for line in sample_path.read_text(encoding="utf-8").splitlines()]
+    (tmp_path / "in.txt").write_text("\n".join(reviews[:300]) + "\n", encoding="utf-8")
+    result = cli("predict", "--input", tmp_path / "in.txt", "--output", tmp_path / "out.tsv",
+                 "--artifacts-dir", trained.artifacts_dir, "--quiet")
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "out.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "label\tprobability" and len(lines) == 301
+    from pipeline.predict import Predictor
+
+    expected = Predictor(trained.artifacts_dir).predict_proba(reviews[:300])
+    got = [float(line.split("\t")[1]) for line in lines[1:]]
+    assert got == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_predict_needs_reviews_or_an_input_file(trained):
+    assert_clean_error(cli("predict", "--artifacts-dir", trained.artifacts_dir), 1, "give reviews")

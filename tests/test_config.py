@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, load_config
+from pipeline.errors import PipelineError
+
+
+def test_defaults_are_the_notebook_recipe_sizes():
+    config = load_config()
+    assert (config.maxlen, config.embedding_dim, config.rnn_units) == (100, 16, (64, 32))
+
+
+def test_toml_file_then_flags_override_defaults(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('epochs = 3\nrnn_units = [8, 4]\ndata_dir = "elsewhere"\n', encoding="utf-8")
+    config = load_config(path, epochs=5, batch_size=None)
+    assert config.epochs == 5 and config.rnn_units == (8, 4)
+    assert config.data_dir == Path("elsewhere") and config.batch_size == Config().batch_size
+
+
+@pytest.mark.parametrize("text,message", [
+    ("epochz = 3", "unknown setting 'epochz'"),
+    ("cell = 'transformer'", "cell must be lstm, gru or simplernn"),
+    ("epochs = [", "not valid TOML"),
+])
+def test_bad_config_files_are_clear_errors(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PipelineError, match=message):
+        load_config(path)
+
+
+def test_missing_config_file_is_an_error(tmp_path):
+    with pytest.raises(PipelineError, match="does not exist"):
+        load_config(tmp_path / "none.toml")
+
+
+def test_to_dict_is_json_ready():
+    import json
+
+    assert json.loads(json.dumps(Config().to_dict()))["rnn_units"] == [64, 32]

@@ -1,0 +1,134 @@
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import PipelineError
+from pipeline.prepare import (
+    LONG_REVIEW_CHARS,
+    SPLITS,
+    label_and_clean,
+    parse_lines,
+    prepare,
+    read_split,
+)
+from tests.conftest import tiny_config
+
+LINE_KINDS = ("rows", "blank", "no_tab", "bad_rating", "neutral_rating")
+
+
+def test_parses_ratings_and_reviews():
+    parsed = parse_lines("5\t좋아요\n1\t별로\n".encode())
+    assert parsed.ratings == [5, 1]
+    assert parsed.reviews == ["좋아요", "별로"]
+    assert parsed.counts["lines"] == 2
+
+
+def test_tolerates_bom_crlf_and_blank_lines_and_counts_them():
+    parsed = parse_lines("\ufeff5\t좋아요\r\n\r\n2\t별로\r\n".encode())
+    assert parsed.reviews == ["좋아요", "별로"]
+    assert (parsed.counts["bom"], parsed.counts["crlf"], parsed.counts["blank"]) == (1, 3, 1)
+
+
+def test_counts_every_kind_of_bad_line():
+    data = b"\n".join([
+        "5\t좋아요".encode(),
+        "no tab here".encode(),
+        "x\t문자".encode(),
+        "7\t범위밖".encode(),
+        "3\t보통".encode(),
+        "4\t탭이\t두개".encode(),
+        b"2\t\xff\xfe broken",
+        ("1\t" + "가" * (LONG_REVIEW_CHARS + 1)).encode(),
+    ])
+    parsed = parse_lines(data)
+    c = parsed.counts
+    assert (c["no_tab"], c["bad_rating"], c["neutral_rating"]) == (1, 2, 1)
+    assert (c["extra_tab"], c["invalid_utf8"], c["long_review"]) == (1, 1, 1)
+    assert parsed.ratings == [5, 4, 2, 1]  # tab, bad bytes and long reviews are kept
+
+
+@pytest.mark.parametrize("line,kind", [
+    ("no tab here", "has no tab"),
+    ("x\t문자", "not a whole number from 1 to 5"),
+    ("3\t보통", "rating 3"),
+    ("4\t탭이\t두개", "tab inside the review"),
+])
+def test_strict_mode_names_the_line(line, kind):
+    data = f"5\t좋아요\n{line}\n".encode()
+    with pytest.raises(PipelineError, match=rf"line 2 .*{kind}"):
+        parse_lines(data, strict=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_parser_never_raises_and_counts_add_up(data):
+    parsed = parse_lines(data)
+    assert sum(parsed.counts[k] for k in LINE_KINDS) == parsed.counts["lines"]
+    assert len(parsed.ratings) == len(parsed.reviews) == parsed.counts["rows"]
+    assert all(r in (1, 2, 4, 5) for r in parsed.ratings)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1, 2, 4, 5]), st.text(alphabet="가나다 ab!\t\r"))))
+def test_parser_reads_back_what_was_written(rows):
+    data = "".join(f"{r}\t{text}\n" for r, text in rows).encode()
+    parsed = parse_lines(data)
+    assert parsed.counts["lines"] == len(rows)
+    assert parsed.ratings == [r for r, _ in rows]
+    # a review's own final "\r" reads as a CRLF line end, as it would in any text tool
+    assert parsed.reviews == [t[:-1] if t.endswith("\r") else t for _, t in rows]
+
+
+def test_labels_cleans_and_drops_empty_and_duplicates():
+    parsed = parse_lines("5\t좋아요!\n4\t좋아요\n1\tbad\n2\t별로 ㅠ\n1\t별로 ㅠ\n".encode())
+    frame, counts = label_and_clean(parsed)
+    assert frame.to_dict("list") == {"label": [1, 0], "rating": [5, 2], "text": ["좋아요", "별로 ㅠ"]}
+    assert (counts["empty_after_cleaning"], counts["duplicates"], counts["kept"]) == (1, 2, 2)
+
+
+def test_prepare_writes_stratified_disjoint_splits(tmp_path, sample_path):
+    config = tiny_config(tmp_path, sample_path)
+    config.raw_path.parent.mkdir(parents=True)
+    config.raw_path.write_bytes(sample_path.read_bytes())
+    counts = prepare(config, quiet=True)
+
+    splits = {name: read_split(config.split_path(name)) for name in SPLITS}
+    sizes = {name: len(frame) for name, frame in splits.items()}
+    assert sum(sizes.values()) == counts["kept"]
+    assert sizes["train"] == pytest.approx(0.8 * counts["kept"], abs=2)
+    texts = [set(frame["text"]) for frame in splits.values()]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    shares = [frame["label"].mean() for frame in splits.values()]
+    assert max(shares) - min(shares) < 0.02
+    assert counts["splits"]["test"]["positive"] == int(splits["test"]["label"].sum())
+
+
+def test_prepare_is_reproducible_with_the_same_seed(tmp_path, sample_path):
+    results = []
+    for name in ("a", "b"):
+        config = tiny_config(tmp_path / name, sample_path)
+        config.raw_path.parent.mkdir(parents=True)
+        config.raw_path.write_bytes(sample_path.read_bytes())
+        prepare(config, quiet=True)
+        results.append(config.split_path("test").read_bytes())
+    assert results[0] == results[1]
+
+
+def test_numeric_looking_reviews_stay_text(tmp_path):
+    path = tmp_path / "s.tsv"
+    pd.DataFrame({"label": [1], "rating": [5], "text": ["0123"]}).to_csv(path, sep="\t", index=False)
+    assert read_split(path)["text"].tolist() == ["0123"]
+
+
+def test_file_without_usable_rows_is_an_error(tmp_path):
+    config = tiny_config(tmp_path, "unused")
+    config.raw_path.parent.mkdir(parents=True)
+    config.raw_path.write_text("hello\nworld\n", encoding="utf-8")
+    with pytest.raises(PipelineError, match="no usable 'RATING<TAB>REVIEW' lines"):
+        prepare(config, quiet=True)
+
+
+def test_missing_raw_file_says_which_stage_to_run(tmp_path):
+    with pytest.raises(PipelineError, match="run `python -m pipeline download` first"):
+        prepare(tiny_config(tmp_path, "unused"), quiet=True)

@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.tokenizer import CharTokenizer, trim_padding
+
+TEXTS = ["배송 빠르고 좋아요", "별로에요 다시는 안 사요", "좋아요 좋아요", "ABC abc 123", ""]
+
+
+def legacy():
+    """Keras' own legacy Tokenizer and pad_sequences (tf-keras), the reference we must match."""
+    tf_keras = pytest.importorskip("tf_keras")
+    return tf_keras.preprocessing.text.Tokenizer, tf_keras.preprocessing.sequence.pad_sequences
+
+
+@pytest.fixture(scope="module")
+def review_texts(sample_path):
+    from pipeline.cleaning import clean_texts
+
+    lines = sample_path.read_text(encoding="utf-8").splitlines()
+    return clean_texts(line.split("\t", 1)[1] for line in lines)
+
+
+def test_index_order_follows_the_legacy_rule():
+    tok = CharTokenizer(oov_token="<OOV>").fit(["bab", "cca", "d"])
+    # a: 2, b: 2, c: 2 tie -> first seen b, a, c; d: 1
+    assert tok.word_index_ == {"<OOV>": 1, "b": 2, "a": 3, "c": 4, "d": 5}
+    assert tok.vocab_size == 6
+
+
+@pytest.mark.parametrize("num_words", [None, 50, 400])
+@pytest.mark.parametrize("padding,truncating", [("pre", "pre"), ("post", "post"), ("pre", "post")])
+def test_matches_legacy_tokenizer_on_real_reviews(review_texts, num_words, padding, truncating):
+    Tokenizer, pad_sequences = legacy()
+    train, unseen = review_texts[:1500], review_texts[1500:] + ["외계어 ☃ 문자"]
+    reference = Tokenizer(char_level=True, oov_token="<OOV>", num_words=num_words)
+    reference.fit_on_texts(train)
+    ours = CharTokenizer(maxlen=40, num_words=num_words, padding=padding, truncating=truncating)
+    ours.fit(train)
+
+    assert ours.word_index_ == reference.word_index
+    expected = pad_sequences(
+        reference.texts_to_sequences(unseen), maxlen=40, padding=padding, truncating=truncating
+    )
+    np.testing.assert_array_equal(ours.encode(unseen), expected)
+
+
+def test_lowercases_like_legacy_by_default():
+    Tokenizer, _ = legacy()
+    reference = Tokenizer(char_level=True, oov_token="<OOV>")
+    reference.fit_on_texts(TEXTS)
+    assert CharTokenizer().fit(TEXTS).word_index_ == reference.word_index
+
+
+def test_unseen_characters_become_oov_and_empty_is_all_padding():
+    tok = CharTokenizer(maxlen=5).fit(["가나"])
+    out = tok.encode(["가다", ""])
+    assert out.tolist() == [[0, 0, 0, 2, 1], [0, 0, 0, 0, 0]]
+    assert out.dtype == np.int32
+
+
+def test_truncating_keeps_the_configured_side():
+    tok = CharTokenizer(maxlen=3, truncating="pre").fit(["abcdef"])
+    assert tok.encode(["abcdef"]).tolist() == [[5, 6, 7]]
+    tok.truncating = "post"
+    assert tok.encode(["abcdef"]).tolist() == [[2, 3, 4]]
+
+
+def test_json_round_trip_encodes_identically(tmp_path, review_texts):
+    tok = CharTokenizer(maxlen=60, num_words=300, padding="post").fit(review_texts[:1000])
+    tok.save(tmp_path / "tok.json")
+    again = CharTokenizer.load(tmp_path / "tok.json")
+    assert again.get_config() == tok.get_config()
+    np.testing.assert_array_equal(again.encode(review_texts), tok.encode(review_texts))
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (lambda c: c.update(format_version=99), "format version 99 is not supported"),
+    (lambda c: c.update(format="something-else"), "not a char-tokenizer file"),
+    (lambda c: c.update(maxlen="100"), "'maxlen' is missing or not a int"),
+    (lambda c: c["word_index"].update({"가": 1}), "number its entries 1, 2, 3"),
+    (lambda c: c["word_index"].update({"가나": len(c["word_index"]) + 1}), "single characters"),
+    (lambda c: c.pop("padding"), "'padding' is missing"),
+])
+def test_load_rejects_invalid_files_with_the_reason(tmp_path, corrupt, message):
+    config = CharTokenizer().fit(["가나다"]).get_config()
+    corrupt(config)
+    path = tmp_path / "tok.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(PipelineError, match=message):
+        CharTokenizer.load(path)
+
+
+def test_load_reports_missing_and_unparsable_files(tmp_path):
+    with pytest.raises(PipelineError, match="missing; run `python -m pipeline tokenize`"):
+        CharTokenizer.load(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(PipelineError, match="not a readable tokenizer file"):
+        CharTokenizer.load(tmp_path / "bad.json")
+
+
+def test_trim_padding_keeps_the_text_side():
+    batch = np.array([[0, 0, 3, 4], [0, 5, 6, 7]])
+    assert trim_padding(batch, 3, "pre").tolist() == [[0, 3, 4], [5, 6, 7]]
+    assert trim_padding(np.array([[3, 4, 0, 0]]), 2, "post").tolist() == [[3, 4]]
+    assert trim_padding(np.zeros((2, 4), dtype=int), 0, "pre").shape == (2, 1)

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from pipeline.config import Config
+from pipeline.model import build_model
+from pipeline.train import batch_indices, make_dataset
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "simplernn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_builds_every_cell_with_any_input_length(cell, bidirectional):
+    config = Config(cell=cell, bidirectional=bidirectional, embedding_dim=4, rnn_units=(6, 3))
+    model = build_model(config, vocab_size=30)
+    for length in (1, 17, 100):
+        out = model(np.ones((2, length), dtype="int32"))
+        assert tuple(out.shape) == (2, 1)
+    assert model.get_layer("embedding").input_dim == 30
+
+
+def test_default_model_is_the_notebook_architecture():
+    model = build_model(Config(), vocab_size=100)
+    kinds = [type(layer).__name__ for layer in model.layers[1:]]
+    assert kinds == ["Embedding", "LSTM", "LSTM", "Dense"]
+    assert [model.layers[2].units, model.layers[3].units] == [64, 32]
+    assert model.get_layer("embedding").output_dim == 16
+
+
+def test_shuffled_batches_cover_every_row_once_and_group_similar_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 100, 5000)
+    batches = batch_indices(lengths, 32, np.random.default_rng(1))
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(5000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 10  # random batches of 32 would spread over ~90
+    again = batch_indices(lengths, 32, np.random.default_rng(1))
+    assert all((a == b).all() for a, b in zip(batches, again))
+
+
+def test_dataset_trims_each_batch_to_its_longest_review():
+    x = np.zeros((6, 10), dtype=np.int32)
+    for row, length in enumerate([1, 2, 3, 7, 8, 9]):
+        x[row, 10 - length:] = 5
+    y = np.arange(6) % 2
+    config = Config(batch_size=3, seed=0)
+    widths = sorted(int(xb.shape[1]) for xb, _ in make_dataset(x, y, config, "pre", shuffle=False))
+    assert widths == [3, 9]
+    unmasked = Config(batch_size=3, mask_padding=False)
+    assert {int(xb.shape[1]) for xb, _ in make_dataset(x, y, unmasked, "pre", False)} == {10}
