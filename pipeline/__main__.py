@@ -13,6 +13,7 @@ STAGE_HELP = {
     "download": "fetch the review file from --source and verify it",
     "prepare": "label, clean, dedupe and split the reviews",
     "tokenize": "fit the character tokenizer on the training split and encode every split",
+    "baseline": "fit the TF-IDF + logistic regression baseline on the same split",
     "train": "train the stacked RNN",
     "evaluate": "score the test split and write metrics.json",
 }

@@ -50,20 +50,39 @@ class Config:
     padding: str = "pre"  # Keras' pad_sequences defaults
     truncating: str = "pre"
 
+    # baseline (TF-IDF + logistic regression)
+    baseline_c: float = 1.0  # inverse regularization strength
+
     # model
     embedding_dim: int = 16
     rnn_units: tuple[int, ...] = (64, 32)
     cell: str = "lstm"  # lstm | gru | simplernn
     bidirectional: bool = False
-    dropout: float = 0.0
+    conv_filters: int = 0  # > 0 puts a character n-gram convolution before the RNN layers
+    conv_kernel: int = 3
+    pooling: bool = False  # max and mean over all steps of the last RNN layer, not just its end
+    spatial_dropout: float = 0.0  # drops whole embedding channels
+    dropout: float = 0.0  # on each RNN layer's inputs
     recurrent_dropout: float = 0.0
+    head_dropout: float = 0.0  # before the output layer
     mask_padding: bool = True  # the RNN skips padding, so a review's score never depends on it
 
     # train
     epochs: int = 6
     batch_size: int = 256
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all epochs)
+    label_smoothing: float = 0.0
     patience: int = 2  # epochs without a better validation loss before stopping
+
+    def __post_init__(self) -> None:
+        # Accept what TOML, flags and Python callers naturally pass: str paths, list sizes.
+        for f in fields(self):
+            value, default = getattr(self, f.name), getattr(Config, f.name, None)
+            if isinstance(default, Path) and not isinstance(value, Path):
+                object.__setattr__(self, f.name, Path(value))
+            elif isinstance(default, tuple) and isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
 
     @property
     def raw_path(self) -> Path:
@@ -105,25 +124,17 @@ class Config:
         return out
 
     def replace(self, **changes: Any) -> Config:
-        return dataclasses.replace(self, **_coerce(changes))
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
 
 
-def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    """Turn TOML/CLI values into the field types, rejecting unknown names with a clear message."""
-    known = {f.name: f for f in fields(Config)}
-    out = {}
-    for name, value in values.items():
-        if name not in known:
-            raise PipelineError(
-                f"unknown setting {name!r}; known settings: {', '.join(sorted(known))}"
-            )
-        default = getattr(Config, name, None)
-        if isinstance(default, Path):
-            value = Path(value)
-        elif isinstance(default, tuple) and isinstance(value, (list, tuple)):
-            value = tuple(value)
-        out[name] = value
-    return out
+def _check_names(values: dict[str, Any]) -> None:
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PipelineError(
+            f"unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}"
+        )
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
@@ -139,7 +150,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         except tomllib.TOMLDecodeError as exc:
             raise PipelineError(f"config file {path} is not valid TOML: {exc}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
-    config = Config(**_coerce(values))
+    _check_names(values)
+    config = Config(**values)
     _validate(config)
     return config
 
@@ -147,6 +159,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
 def _validate(config: Config) -> None:
     if config.cell not in ("lstm", "gru", "simplernn"):
         raise PipelineError(f"cell must be lstm, gru or simplernn, not {config.cell!r}")
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise PipelineError(f"lr_schedule must be constant or cosine, not {config.lr_schedule!r}")
+    if config.conv_kernel % 2 == 0:
+        raise PipelineError("conv_kernel must be odd, so the convolution is centred")
     if config.padding not in ("pre", "post") or config.truncating not in ("pre", "post"):
         raise PipelineError("padding and truncating must each be 'pre' or 'post'")
     if config.maxlen < 1 or config.epochs < 1 or config.batch_size < 1:

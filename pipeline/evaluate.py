@@ -1,13 +1,24 @@
-"""Score the test split through the same path users get (clean -> encode -> predict)."""
+"""Score the test split through the same path users get (clean -> encode -> predict).
+
+Reports the model beside the TF-IDF baseline, with accuracy by review length and a
+confusion-matrix plot.
+"""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from sklearn import metrics
 
 from pipeline.config import Config
-from pipeline.files import write_json_atomic
+from pipeline.files import atomic_path, write_json_atomic
 from pipeline.prepare import read_split
+
+# Cleaned review length, in characters; the last bucket holds reviews the tokenizer truncates.
+LENGTH_EDGES = (10, 20, 40, 70, 100)
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
@@ -25,25 +36,84 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     }
 
 
+def length_buckets(texts: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> dict:
+    """Accuracy per bucket of review length: {'1-10': {'rows': n, 'accuracy': a}, ...}."""
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    correct = (np.asarray(probs) > 0.5) == np.asarray(labels).astype(bool)
+    out, low = {}, 1
+    for high in (*LENGTH_EDGES, None):
+        inside = (lengths >= low) & (lengths <= high if high else True)
+        name = f"{low}-{high}" if high else f"{low}+"
+        if inside.any():
+            out[name] = {"rows": int(inside.sum()), "accuracy": float(correct[inside].mean())}
+        low = (high or 0) + 1
+    return out
+
+
 def evaluate(config: Config, quiet: bool = False) -> dict:
-    """Run the stage: test split + model in, metrics.json out."""
+    """Run the stage: test split + model in; metrics.json and confusion_matrix.png out."""
     from pipeline.predict import Predictor
 
     test = read_split(config.split_path("test"))
+    labels = test["label"].to_numpy()
     probs = Predictor(config.artifacts_dir).predict_proba(test["text"].tolist())
-    result = classification_metrics(test["label"].to_numpy(), probs)
-    write_json_atomic(config.artifacts_dir / "metrics.json", {"test": result})
+    result = classification_metrics(labels, probs)
+    result["accuracy_by_length"] = length_buckets(test["text"], labels, probs)
+    report = {"test": result}
+    baseline_path = config.artifacts_dir / "baseline.json"
+    if baseline_path.is_file():
+        report["baseline_test"] = json.loads(baseline_path.read_text(encoding="utf-8"))["test"]
+    write_json_atomic(config.artifacts_dir / "metrics.json", report)
+    plot_confusion(result["confusion_matrix"], config.artifacts_dir / "confusion_matrix.png")
     if not quiet:
-        print(format_table(result))
-    return result
+        print(format_table(report))
+    return {"accuracy": result["accuracy"], "f1": result["f1"], "roc_auc": result["roc_auc"],
+            "baseline_accuracy": report.get("baseline_test", {}).get("accuracy")}
 
 
-def format_table(result: dict) -> str:
-    (tn, fp), (fn, tp) = result["confusion_matrix"]
-    lines = [f"evaluate: test split, {result['rows']:,} reviews"]
+def format_table(report: dict) -> str:
+    """The model's test metrics beside the baseline's, then accuracy by length and the matrix."""
+    model, base = report["test"], report.get("baseline_test")
+    header = f"  {'':<12}{'model':>8}" + (f"{'baseline':>10}" if base else "")
+    lines = [f"evaluate: test split, {model['rows']:,} reviews", header]
     for name in ("accuracy", "precision", "recall", "f1", "roc_auc"):
-        value = result[name]
-        lines.append(f"  {name:<10} {value:.4f}" if value is not None else f"  {name:<10} n/a")
-    lines.append(f"  confusion  true neg: {tn:,} predicted neg, {fp:,} predicted pos")
-    lines.append(f"             true pos: {fn:,} predicted neg, {tp:,} predicted pos")
+        row = f"  {name:<12}{_cell(model[name]):>8}"
+        lines.append(row + (f"{_cell(base[name]):>10}" if base else ""))
+    for bucket, cell in model["accuracy_by_length"].items():
+        row = f"  len {bucket:<8}{_cell(cell['accuracy']):>8}"
+        if base and bucket in base.get("accuracy_by_length", {}):
+            row += f"{_cell(base['accuracy_by_length'][bucket]['accuracy']):>10}"
+        lines.append(row + f"   ({cell['rows']:,} reviews)")
+    (tn, fp), (fn, tp) = model["confusion_matrix"]
+    lines.append(f"  confusion   true neg: {tn:,} predicted neg, {fp:,} predicted pos")
+    lines.append(f"              true pos: {fn:,} predicted neg, {tp:,} predicted pos")
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def plot_confusion(matrix: list[list[int]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(matrix, cmap="Blues")
+    names = ["negative", "positive"]
+    ax.set_xticks([0, 1], names)
+    ax.set_yticks([0, 1], names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = max(map(max, matrix))
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, f"{matrix[i][j]:,}", ha="center", va="center",
+                    color="white" if matrix[i][j] > peak / 2 else "black")
+    ax.set_title("test confusion matrix")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)

@@ -6,35 +6,56 @@ import keras
 from keras import layers
 
 from pipeline.config import Config
+from pipeline.layers import MaskedConv1D, MaskedMaxMeanPooling
 
 _CELLS = {"lstm": layers.LSTM, "gru": layers.GRU, "simplernn": layers.SimpleRNN}
 
 
-def build_model(config: Config, vocab_size: int) -> keras.Model:
-    """Embedding -> stacked RNN layers -> sigmoid; compiled with Adam and binary cross-entropy.
+def build_model(config: Config, vocab_size: int, steps_per_epoch: int | None = None) -> keras.Model:
+    """Embedding -> [conv] -> stacked RNN -> [max/mean pooling] -> sigmoid, compiled.
 
-    Inputs have no fixed length, so training can trim each batch to its longest review; with
-    `mask_padding` the RNN skips padded steps, so a review's score never depends on its batch.
+    Inputs have no fixed length, so training can cut each batch to its longest review; with
+    `mask_padding` every layer skips padded steps, so a review's score never depends on its batch.
     """
     inputs = keras.Input(shape=(None,), dtype="int32", name="chars")
     x = layers.Embedding(
         vocab_size, config.embedding_dim, mask_zero=config.mask_padding, name="embedding"
     )(inputs)
+    if config.spatial_dropout:
+        x = layers.SpatialDropout1D(config.spatial_dropout, name="spatial_dropout")(x)
+    if config.conv_filters:
+        x = MaskedConv1D(
+            config.conv_filters, config.conv_kernel, activation="relu", name="char_ngrams"
+        )(x)
     rnn_class = _CELLS[config.cell]
     for depth, units in enumerate(config.rnn_units, start=1):
         rnn = rnn_class(
             units,
-            return_sequences=depth < len(config.rnn_units),
+            return_sequences=config.pooling or depth < len(config.rnn_units),
             dropout=config.dropout,
             recurrent_dropout=config.recurrent_dropout,
             name=f"{config.cell}_{depth}",
         )
-        x = layers.Bidirectional(rnn, name=f"bi_{config.cell}_{depth}")(x) if config.bidirectional else rnn(x)
+        if config.bidirectional:
+            rnn = layers.Bidirectional(rnn, name=f"bi_{config.cell}_{depth}")
+        x = rnn(x)
+    if config.pooling:
+        x = MaskedMaxMeanPooling(name="pooling")(x)
+    if config.head_dropout:
+        x = layers.Dropout(config.head_dropout, name="head_dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="positive")(x)
     model = keras.Model(inputs, outputs, name="char_rnn")
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="binary_crossentropy",
+        optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
     return model
+
+
+def _learning_rate(config: Config, steps_per_epoch: int | None):
+    if config.lr_schedule == "cosine" and steps_per_epoch:
+        return keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=config.epochs * steps_per_epoch
+        )
+    return config.learning_rate

@@ -44,6 +44,8 @@ class Predictor:
     def __init__(self, artifacts_dir: str | Path = DEFAULT_ARTIFACTS, batch_size: int = 512):
         import keras  # heavy: imported when a predictor is made, not when the package is
 
+        import pipeline.layers  # noqa: F401  registers our layers for safe-mode loading
+
         self.artifacts_dir = artifacts_dir = Path(artifacts_dir)
         self.tokenizer = CharTokenizer.load(artifacts_dir / "tokenizer.json")
         model_path = artifacts_dir / "model.keras"
@@ -52,7 +54,7 @@ class Predictor:
                 f"{model_path} is missing; train a model with `python -m pipeline run` first"
             )
         try:
-            self.model = keras.saving.load_model(model_path, safe_mode=True)
+            self.model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
         except Exception as exc:  # Keras raises many types for a bad file; all mean the same
             raise PipelineError(
                 f"{model_path} cannot be loaded ({type(exc).__name__}: {exc}); retrain with "

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from pipeline.baseline import baseline
 from pipeline.config import Config
 from pipeline.download import download, local_source
 from pipeline.errors import PipelineError
@@ -69,20 +70,29 @@ STAGES: tuple[Stage, ...] = (
         home="artifacts_dir",
     ),
     Stage(
+        "baseline", baseline,
+        inputs=_splits,
+        outputs=lambda c: [c.artifacts_dir / "baseline.json"],
+        params=("baseline_c",),
+        home="artifacts_dir",
+    ),
+    Stage(
         "train", train,
         inputs=lambda c: [c.encoded_path, c.tokenizer_path],
         outputs=lambda c: [
             c.model_path, c.artifacts_dir / "history.json", c.artifacts_dir / "training_curves.png"
         ],
-        params=("embedding_dim", "rnn_units", "cell", "bidirectional", "dropout",
-                "recurrent_dropout", "mask_padding", "epochs", "batch_size", "learning_rate",
-                "patience", "seed"),
+        params=("embedding_dim", "rnn_units", "cell", "bidirectional", "conv_filters",
+                "conv_kernel", "pooling", "spatial_dropout", "dropout", "recurrent_dropout",
+                "head_dropout", "mask_padding", "epochs", "batch_size", "learning_rate",
+                "lr_schedule", "label_smoothing", "patience", "seed"),
         home="artifacts_dir",
     ),
     Stage(
         "evaluate", evaluate,
-        inputs=lambda c: [c.split_path("test"), c.model_path, c.tokenizer_path],
-        outputs=lambda c: [c.artifacts_dir / "metrics.json"],
+        inputs=lambda c: [c.split_path("test"), c.model_path, c.tokenizer_path,
+                          c.artifacts_dir / "baseline.json"],
+        outputs=lambda c: [c.artifacts_dir / "metrics.json", c.artifacts_dir / "confusion_matrix.png"],
         params=(),
         home="artifacts_dir",
     ),

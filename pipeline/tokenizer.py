@@ -25,7 +25,8 @@ OOV_INDEX = 1
 def _code_points(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """All texts' code points in one array, and each text's length in code points."""
     lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    codes = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+    # surrogatepass: a lone surrogate (possible in a Python str) is a code point like any other
+    codes = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     return codes, lengths
 
 

@@ -74,8 +74,8 @@ def train(config: Config, quiet: bool = False) -> dict:
     data = load_encoded(config.encoded_path)
     tokenizer = CharTokenizer.load(config.tokenizer_path)
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config, tokenizer.vocab_size)
     train_ds = make_dataset(data["x_train"], data["y_train"], config, tokenizer.padding, True)
+    model = build_model(config, tokenizer.vocab_size, steps_per_epoch=len(train_ds))
     val_ds = make_dataset(data["x_val"], data["y_val"], config, tokenizer.padding, False)
 
     # The checkpoint lives in a scratch folder: a killed run never touches model.keras.

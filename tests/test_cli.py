@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from pipeline.predict import NEGATIVE, POSITIVE
+from pipeline.stages import STAGE_NAMES
 
 
 def cli(*args, cwd=None):
@@ -26,7 +27,7 @@ def assert_clean_error(result, code, message):
 def test_help_lists_every_command():
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("run", "download", "prepare", "tokenize", "train", "evaluate", "predict", "status"):
+    for command in ("run", *STAGE_NAMES, "predict", "status"):
         assert command in result.stdout
 
 
@@ -53,7 +54,8 @@ def test_status_of_a_new_project_is_all_missing(tmp_path):
     result = cli("status", "--data-dir", tmp_path / "d", "--artifacts-dir", tmp_path / "a")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert len(lines) == 5 and all(" missing " in line for line in lines)
+    assert [line.split()[0] for line in lines] == list(STAGE_NAMES)
+    assert all(line.split()[1] == "missing" for line in lines)
 
 
 def test_predict_without_a_model_is_a_clear_error(tmp_path):

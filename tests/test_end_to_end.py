@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+from pipeline.stages import STAGE_NAMES
 from tests.test_cli import cli
 
 TINY_TOML = """
@@ -24,11 +25,13 @@ def test_run_over_http_then_predict_in_a_new_process(tmp_path, sample_path, stat
 
     artifacts = tmp_path / "artifacts"
     for name in ("model.keras", "tokenizer.json", "metrics.json", "history.json",
-                 "training_curves.png", "manifest.json"):
+                 "training_curves.png", "confusion_matrix.png", "baseline.json", "manifest.json"):
         assert (artifacts / name).stat().st_size > 0, name
     assert (tmp_path / "data" / "raw" / "naver_shopping.txt").read_bytes() == sample_path.read_bytes()
     metrics = json.loads((artifacts / "metrics.json").read_text(encoding="utf-8"))["test"]
     assert 0 <= metrics["accuracy"] <= 1 and sum(map(sum, metrics["confusion_matrix"])) == metrics["rows"]
+    baseline = json.loads((artifacts / "metrics.json").read_text(encoding="utf-8"))["baseline_test"]
+    assert baseline["rows"] == metrics["rows"]
     manifest = json.loads((artifacts / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["stages"]["download"]["params"]["source"] == url
     assert manifest["stages"]["train"]["params"]["epochs"] == 1
@@ -48,7 +51,7 @@ def test_run_over_http_then_predict_in_a_new_process(tmp_path, sample_path, stat
 
     again = cli("run", "--source", url, "--config", tmp_path / "tiny.toml", "--epochs", 1, *dirs)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("skipped") == 5
+    assert again.stdout.count("skipped") == len(STAGE_NAMES)
 
     status = cli("status", "--source", url, "--config", tmp_path / "tiny.toml", "--epochs", 1, *dirs)
-    assert [line.split()[1] for line in status.stdout.splitlines()] == ["fresh"] * 5
+    assert [line.split()[1] for line in status.stdout.splitlines()] == ["fresh"] * len(STAGE_NAMES)
