@@ -30,6 +30,8 @@ def _settings_parser() -> argparse.ArgumentParser:
     common.add_argument("--epochs", type=int, help="most training epochs (early stopping may end sooner)")
     common.add_argument("--batch-size", type=int, help="training batch size")
     common.add_argument("--seed", type=int, help="seed for the split and the training")
+    common.add_argument("--distribute", choices=["none", "mirrored", "multi-worker"],
+                        help="train with tf.distribute: all local GPUs/CPUs, or a TF_CONFIG cluster")
     common.add_argument("--quiet", action="store_true", help="print only errors")
     return common
 
@@ -71,6 +73,7 @@ def load_settings(args: argparse.Namespace):
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
+        distribute=args.distribute,
         strict=getattr(args, "strict", False) or None,
     )
 

@@ -74,6 +74,7 @@ class Config:
     lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all epochs)
     label_smoothing: float = 0.0
     patience: int = 2  # epochs without a better validation loss before stopping
+    distribute: str = "none"  # none | mirrored (local GPUs or CPUs) | multi-worker (TF_CONFIG)
 
     def __post_init__(self) -> None:
         # Accept what TOML, flags and Python callers naturally pass: str paths, list sizes.
@@ -159,6 +160,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
 def _validate(config: Config) -> None:
     if config.cell not in ("lstm", "gru", "simplernn"):
         raise PipelineError(f"cell must be lstm, gru or simplernn, not {config.cell!r}")
+    if config.distribute not in ("none", "mirrored", "multi-worker"):
+        raise PipelineError(
+            f"distribute must be none, mirrored or multi-worker, not {config.distribute!r}"
+        )
     if config.lr_schedule not in ("constant", "cosine"):
         raise PipelineError(f"lr_schedule must be constant or cosine, not {config.lr_schedule!r}")
     if config.conv_kernel % 2 == 0:

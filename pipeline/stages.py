@@ -85,7 +85,7 @@ STAGES: tuple[Stage, ...] = (
         params=("embedding_dim", "rnn_units", "cell", "bidirectional", "conv_filters",
                 "conv_kernel", "pooling", "spatial_dropout", "dropout", "recurrent_dropout",
                 "head_dropout", "mask_padding", "epochs", "batch_size", "learning_rate",
-                "lr_schedule", "label_smoothing", "patience", "seed"),
+                "lr_schedule", "label_smoothing", "patience", "seed", "distribute"),
         home="artifacts_dir",
     ),
     Stage(

@@ -44,15 +44,19 @@ def batch_indices(lengths: np.ndarray, batch_size: int, rng: np.random.Generator
     return batches
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, config: Config, padding: str, shuffle: bool):
+def make_dataset(
+    x: np.ndarray, y: np.ndarray, config: Config, padding: str, shuffle: bool,
+    batch_size: int | None = None,
+):
     """A tf.data pipeline of (batch, labels), each batch cut to its longest review when masked."""
     import tensorflow as tf
 
+    batch_size = batch_size or config.batch_size
     lengths = np.count_nonzero(x, axis=1)
     rng = np.random.default_rng(config.seed) if shuffle else None
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for index in batch_indices(lengths, config.batch_size, rng):
+        for index in batch_indices(lengths, batch_size, rng):
             batch = x[index]
             if config.mask_padding:
                 batch = trim_padding(batch, int(lengths[index].max()), padding)
@@ -61,7 +65,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, config: Config, padding: str, shu
     signature = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.float32))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
     # Pools are whole multiples of the batch size, so the count is the same as unpooled.
-    count = -(-len(x) // config.batch_size)
+    count = -(-len(x) // batch_size)
     return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(2)
 
 
@@ -74,9 +78,15 @@ def train(config: Config, quiet: bool = False) -> dict:
     data = load_encoded(config.encoded_path)
     tokenizer = CharTokenizer.load(config.tokenizer_path)
     keras.utils.set_random_seed(config.seed)
-    train_ds = make_dataset(data["x_train"], data["y_train"], config, tokenizer.padding, True)
-    model = build_model(config, tokenizer.vocab_size, steps_per_epoch=len(train_ds))
-    val_ds = make_dataset(data["x_val"], data["y_val"], config, tokenizer.padding, False)
+    strategy = distribution_strategy(config.distribute)
+    # Each replica keeps the configured batch size: the global batch grows with the replicas.
+    batch_size = config.batch_size * strategy.num_replicas_in_sync
+    train_ds = make_dataset(
+        data["x_train"], data["y_train"], config, tokenizer.padding, True, batch_size
+    )
+    val_ds = make_dataset(data["x_val"], data["y_val"], config, tokenizer.padding, False, batch_size)
+    with strategy.scope():
+        model = build_model(config, tokenizer.vocab_size, steps_per_epoch=len(train_ds))
 
     # The checkpoint lives in a scratch folder: a killed run never touches model.keras.
     scratch = config.artifacts_dir / ".train"
@@ -112,10 +122,24 @@ def train(config: Config, quiet: bool = False) -> dict:
         "train_seconds": round(seconds, 1),
         "train_samples_per_second": round(len(history["val_loss"]) * len(data["y_train"]) / seconds),
         "parameters": model.count_params(),
+        "replicas": strategy.num_replicas_in_sync,
     }
     write_json_atomic(config.artifacts_dir / "history.json", {**summary, "history": history})
     plot_curves(history, config.artifacts_dir / "training_curves.png")
     return summary
+
+
+def distribution_strategy(name: str):
+    """TensorFlow's own engine: the default (one device), all local devices, or a cluster."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi-worker":  # the cluster comes from the TF_CONFIG environment variable
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def plot_curves(history: dict[str, list[float]], path: Path) -> None:
