@@ -29,6 +29,11 @@ VARIANTS: dict[str, dict] = {
     "conv_bigru_pool": dict(embedding_dim=64, conv_filters=128, cell="gru", rnn_units=(48, 32),
                             bidirectional=True, pooling=True),
     "bilstm_pool": dict(embedding_dim=64, rnn_units=(64, 32), bidirectional=True, pooling=True),
+    "conv256k5_gru_pool": dict(embedding_dim=64, conv_filters=256, conv_kernel=5, cell="gru",
+                               rnn_units=(64, 32), pooling=True),
+    # for data tokenized with token_unit="jamo", maxlen=250: a kernel of 7 jamo spans ~3 syllables
+    "jamo_conv_gru_pool": dict(embedding_dim=32, conv_filters=128, conv_kernel=7, cell="gru",
+                               rnn_units=(64, 32), pooling=True),
 }
 
 
@@ -55,6 +60,7 @@ def main() -> None:
             "variant": name, **{k: common.get(k) for k in common}, **VARIANTS[name],
             "val_accuracy": round(summary["val_accuracy"], 4),
             "val_accuracy_per_epoch": [round(v, 4) for v in history["val_accuracy"]],
+            "train_accuracy_per_epoch": [round(v, 4) for v in history["accuracy"]],
             "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
             "parameters": summary["parameters"],
             "seconds": round(time.perf_counter() - started, 1),

@@ -47,6 +47,7 @@ class Config:
     maxlen: int = 100
     num_words: int | None = None  # keep only the most frequent characters (legacy Tokenizer rule)
     oov_token: str = "<OOV>"
+    token_unit: str = "char"  # char | jamo (Hangul syllables split into their jamo)
     padding: str = "pre"  # Keras' pad_sequences defaults
     truncating: str = "pre"
 
@@ -168,6 +169,8 @@ def _validate(config: Config) -> None:
         raise PipelineError(f"lr_schedule must be constant or cosine, not {config.lr_schedule!r}")
     if config.conv_kernel % 2 == 0:
         raise PipelineError("conv_kernel must be odd, so the convolution is centred")
+    if config.token_unit not in ("char", "jamo"):
+        raise PipelineError(f"token_unit must be char or jamo, not {config.token_unit!r}")
     if config.padding not in ("pre", "post") or config.truncating not in ("pre", "post"):
         raise PipelineError("padding and truncating must each be 'pre' or 'post'")
     if config.maxlen < 1 or config.epochs < 1 or config.batch_size < 1:

@@ -66,7 +66,7 @@ STAGES: tuple[Stage, ...] = (
         "tokenize", tokenize,
         inputs=_splits,
         outputs=lambda c: [c.tokenizer_path, c.encoded_path],
-        params=("maxlen", "num_words", "oov_token", "padding", "truncating"),
+        params=("maxlen", "num_words", "oov_token", "token_unit", "padding", "truncating"),
         home="artifacts_dir",
     ),
     Stage(

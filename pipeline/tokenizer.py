@@ -7,6 +7,7 @@ first-seen order. Encoding and padding are vectorized with NumPy: no per-charact
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pipeline.files import atomic_path, write_json_atomic
 FORMAT = "char-tokenizer"
 FORMAT_VERSION = 1
 OOV_INDEX = 1
+UNITS = ("char", "jamo")
 
 
 def _code_points(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -41,15 +43,19 @@ class CharTokenizer:
         lower: bool = True,
         padding: str = "pre",
         truncating: str = "pre",
+        unit: str = "char",
     ) -> None:
         if padding not in ("pre", "post") or truncating not in ("pre", "post"):
             raise ValueError("padding and truncating must be 'pre' or 'post'")
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {UNITS}")
         self.maxlen = maxlen
         self.oov_token = oov_token
         self.num_words = num_words
         self.lower = lower
         self.padding = padding
         self.truncating = truncating
+        self.unit = unit
         self.word_index_: dict[str, int] = {}
 
     # -- learning -----------------------------------------------------------------------------
@@ -91,7 +97,12 @@ class CharTokenizer:
         return out
 
     def _normalize(self, texts: Sequence[str]) -> list[str]:
-        return [t.lower() for t in texts] if self.lower else list(texts)
+        texts = [t.lower() for t in texts] if self.lower else list(texts)
+        if self.unit == "jamo":
+            # NFD splits each Hangul syllable into its initial, medial and (optional) final jamo,
+            # so rare syllables share what they have in common with frequent ones.
+            texts = [unicodedata.normalize("NFD", t) for t in texts]
+        return texts
 
     def _build_lookup(self) -> None:
         pairs = sorted((ord(ch), i) for ch, i in self.word_index_.items() if len(ch) == 1)
@@ -122,6 +133,7 @@ class CharTokenizer:
             "lower": self.lower,
             "padding": self.padding,
             "truncating": self.truncating,
+            "unit": self.unit,
             "word_index": self.word_index_,
         }
 
@@ -131,6 +143,7 @@ class CharTokenizer:
         tok = cls(
             maxlen=config["maxlen"], oov_token=config["oov_token"], num_words=config["num_words"],
             lower=config["lower"], padding=config["padding"], truncating=config["truncating"],
+            unit=config.get("unit", "char"),
         )
         tok.word_index_ = dict(config["word_index"])
         tok._build_lookup()
@@ -176,6 +189,8 @@ def _validate(config: Any) -> None:
         raise PipelineError("tokenizer setting 'num_words' must be an integer or null")
     if config["padding"] not in ("pre", "post") or config["truncating"] not in ("pre", "post"):
         raise PipelineError("tokenizer padding and truncating must be 'pre' or 'post'")
+    if config.get("unit", "char") not in UNITS:
+        raise PipelineError(f"tokenizer unit must be one of {', '.join(UNITS)}")
     index = config["word_index"]
     if index.get(config["oov_token"]) != OOV_INDEX:
         raise PipelineError("tokenizer word_index must map the OOV token to 1")
@@ -199,7 +214,7 @@ def tokenize(config: Config, quiet: bool = False) -> dict:
     splits = {name: read_split(config.split_path(name)) for name in SPLITS}
     tokenizer = CharTokenizer(
         maxlen=config.maxlen, oov_token=config.oov_token, num_words=config.num_words,
-        padding=config.padding, truncating=config.truncating,
+        padding=config.padding, truncating=config.truncating, unit=config.token_unit,
     ).fit(splits["train"]["text"].tolist())
     arrays = {}
     for name, frame in splits.items():

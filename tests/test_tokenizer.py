@@ -106,3 +106,14 @@ def test_trim_padding_keeps_the_text_side():
     assert trim_padding(batch, 3, "pre").tolist() == [[0, 3, 4], [5, 6, 7]]
     assert trim_padding(np.array([[3, 4, 0, 0]]), 2, "post").tolist() == [[3, 4]]
     assert trim_padding(np.zeros((2, 4), dtype=int), 0, "pre").shape == (2, 1)
+
+
+def test_jamo_unit_splits_syllables_and_round_trips(tmp_path):
+    tok = CharTokenizer(maxlen=8, unit="jamo").fit(["각가", "ㅋㅋ"])
+    # 각 = ᄀ + ᅡ + ᆨ, 가 = ᄀ + ᅡ: initials and medials are shared, the final is its own
+    assert set(tok.word_index_) == {"<OOV>", "\u1100", "\u1161", "\u11a8", "ㅋ"}
+    assert tok.encode(["각"]).tolist() == tok.encode(["\u1100\u1161\u11a8"]).tolist()
+    assert int((tok.encode(["각"]) > 0).sum()) == 3
+    tok.save(tmp_path / "tok.json")
+    again = CharTokenizer.load(tmp_path / "tok.json")
+    assert again.unit == "jamo" and again.encode(["가각"]).tolist() == tok.encode(["가각"]).tolist()
