@@ -1,4 +1,4 @@
-"""Command line: python -m pipeline {run,download,prepare,tokenize,train,evaluate,predict,status}."""
+"""Command line: python -m pipeline COMMAND (run, one stage by name, predict, status)."""
 
 from __future__ import annotations
 
@@ -27,11 +27,16 @@ def _settings_parser() -> argparse.ArgumentParser:
     common.add_argument("--artifacts-dir", type=Path, help="model and reports (default: artifacts)")
     common.add_argument("--source", help="URL (http, https, file) or path of naver_shopping.txt")
     common.add_argument("--sha256", help="expected sha256 of a non-official --source")
-    common.add_argument("--epochs", type=int, help="most training epochs (early stopping may end sooner)")
+    common.add_argument(
+        "--epochs", type=int, help="most training epochs (early stopping may end sooner)"
+    )
     common.add_argument("--batch-size", type=int, help="training batch size")
     common.add_argument("--seed", type=int, help="seed for the split and the training")
-    common.add_argument("--distribute", choices=["none", "mirrored", "multi-worker"],
-                        help="train with tf.distribute: all local GPUs/CPUs, or a TF_CONFIG cluster")
+    common.add_argument(
+        "--distribute",
+        choices=["none", "mirrored", "multi-worker"],
+        help="train with tf.distribute: all local GPUs/CPUs, or a TF_CONFIG cluster",
+    )
     common.add_argument("--quiet", action="store_true", help="print only errors")
     return common
 
@@ -51,8 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in STAGE_HELP.items():
         stage = commands.add_parser(name, parents=[common], help=f"rerun one stage: {text}")
         if name == "prepare":
-            stage.add_argument("--strict", action="store_true", help="stop at the first malformed line")
-    commands.add_parser("status", parents=[common], help="show each stage as fresh, stale or missing")
+            stage.add_argument(
+                "--strict", action="store_true", help="stop at the first malformed line"
+            )
+    commands.add_parser(
+        "status", parents=[common], help="show each stage as fresh, stale or missing"
+    )
 
     predict = commands.add_parser("predict", parents=[common], help="label reviews")
     predict.add_argument("reviews", nargs="*", help="reviews to label")
@@ -96,14 +105,19 @@ def cmd_predict(args, config) -> None:
         raise PipelineError("give reviews as arguments or one --input file, not both or neither")
     predictor = Predictor(config.artifacts_dir)
     if args.reviews:
-        for review, (label, prob) in zip(args.reviews, predictor.predict_stream(args.reviews)):
+        results = predictor.predict_stream(args.reviews)
+        for review, (label, prob) in zip(args.reviews, results, strict=True):
             print(f"{label}\t{prob:.4f}\t{review}")
         return
     if not args.input.is_file():
         raise PipelineError(f"input file {args.input} does not exist")
     with args.input.open(encoding="utf-8", errors="replace") as fh:
-        lines = (line.rstrip("\r\n") for line in tqdm(fh, desc="predict", unit=" reviews",
-                                                      disable=args.quiet or args.output is None))
+        lines = (
+            line.rstrip("\r\n")
+            for line in tqdm(
+                fh, desc="predict", unit=" reviews", disable=args.quiet or args.output is None
+            )
+        )
         results = predictor.predict_stream(lines)
         if args.output is None:
             for label, prob in results:
@@ -133,12 +147,16 @@ def main(argv: list[str] | None = None) -> int:
             force = args.command != "run" or args.force  # a single stage command always reruns it
             run_pipeline(config, names, force=force, quiet=args.quiet)
             if not args.quiet:
-                print(f"done: data in {config.data_dir}/, model and reports in {config.artifacts_dir}/")
+                where = f"data in {config.data_dir}/, model and reports in {config.artifacts_dir}/"
+                print(f"done: {where}")
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted; finished files are intact, unfinished ones were discarded", file=sys.stderr)
+        print(
+            "interrupted; finished files are intact, unfinished ones were discarded",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

@@ -33,6 +33,8 @@ def baseline(config: Config, quiet: bool = False) -> dict:
         result[name]["accuracy_by_length"] = length_buckets(frame["text"], frame["label"], probs)
     write_json_atomic(config.artifacts_dir / "baseline.json", result)
     if not quiet:
-        print(f"baseline: validation accuracy {result['val']['accuracy']:.4f} "
-              f"(fit in {seconds:.0f} s)")
+        print(
+            f"baseline: validation accuracy {result['val']['accuracy']:.4f} "
+            f"(fit in {seconds:.0f} s)"
+        )
     return {"val_accuracy": result["val"]["accuracy"], "test_accuracy": result["test"]["accuracy"]}

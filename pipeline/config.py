@@ -1,4 +1,4 @@
-"""Every setting of the pipeline in one frozen dataclass: defaults here, a TOML file and flags on top."""
+"""Every setting in one frozen dataclass: defaults here, then a TOML file, then flags."""
 
 from __future__ import annotations
 
@@ -119,8 +119,10 @@ class Config:
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = (
-                str(value) if isinstance(value, Path)
-                else list(value) if isinstance(value, tuple)
+                str(value)
+                if isinstance(value, Path)
+                else list(value)
+                if isinstance(value, tuple)
                 else value
             )
         return out

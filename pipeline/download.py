@@ -33,7 +33,9 @@ _UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
 # What a connection breaking mid-body raises: requests' wrappers, or urllib3's own errors
 # (ProtocolError for a cut or a reset, ReadTimeoutError for a stall) when read directly.
 _BROKEN_STREAM = (
-    requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError,
 )
 
 
@@ -207,10 +209,19 @@ def _stream_once(config: Config, part: Path, quiet: bool) -> None:
         else:
             offset = 0  # the server ignored Range: take the whole body from the start
             total = length
-        with part.open("ab" if resumed else "wb") as fh, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-            desc="download", disable=quiet, leave=False,
-        ) as bar:
+        with (
+            part.open("ab" if resumed else "wb") as fh,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc="download",
+                disable=quiet,
+                leave=False,
+            ) as bar,
+        ):
             try:
                 for chunk in _chunks(response):
                     fh.write(chunk)
@@ -336,8 +347,10 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _timed_out(exc: BaseException) -> bool:
-    return any(isinstance(e, (TimeoutError, requests.Timeout)) or "timed out" in str(e).lower()
-               for e in _causes(exc))
+    return any(
+        isinstance(e, (TimeoutError, requests.Timeout)) or "timed out" in str(e).lower()
+        for e in _causes(exc)
+    )
 
 
 def _never_connected(exc: BaseException) -> bool:

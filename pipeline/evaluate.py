@@ -67,8 +67,12 @@ def evaluate(config: Config, quiet: bool = False) -> dict:
     plot_confusion(result["confusion_matrix"], config.artifacts_dir / "confusion_matrix.png")
     if not quiet:
         print(format_table(report))
-    return {"accuracy": result["accuracy"], "f1": result["f1"], "roc_auc": result["roc_auc"],
-            "baseline_accuracy": report.get("baseline_test", {}).get("accuracy")}
+    return {
+        "accuracy": result["accuracy"],
+        "f1": result["f1"],
+        "roc_auc": result["roc_auc"],
+        "baseline_accuracy": report.get("baseline_test", {}).get("accuracy"),
+    }
 
 
 def format_table(report: dict) -> str:
@@ -110,8 +114,14 @@ def plot_confusion(matrix: list[list[int]], path: Path) -> None:
     peak = max(map(max, matrix))
     for i in range(2):
         for j in range(2):
-            ax.text(j, i, f"{matrix[i][j]:,}", ha="center", va="center",
-                    color="white" if matrix[i][j] > peak / 2 else "black")
+            ax.text(
+                j,
+                i,
+                f"{matrix[i][j]:,}",
+                ha="center",
+                va="center",
+                color="white" if matrix[i][j] > peak / 2 else "black",
+            )
     ax.set_title("test confusion matrix")
     fig.tight_layout()
     with atomic_path(path) as tmp:

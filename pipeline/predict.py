@@ -28,9 +28,7 @@ def _as_text_list(texts: str | Iterable[str]) -> list[str]:
     items = list(texts)
     for position, item in enumerate(items):
         if not isinstance(item, str):
-            raise TypeError(
-                f"review at position {position} is {type(item).__name__}, not str"
-            )
+            raise TypeError(f"review at position {position} is {type(item).__name__}, not str")
     return items
 
 
@@ -97,12 +95,12 @@ class Predictor:
         return self.tokenizer.encode(clean_texts(_as_text_list(texts)))
 
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
-        """Positive-class probabilities for already encoded rows, scored in length-sorted batches."""
+        """Positive-class probabilities of encoded rows, scored in length-sorted batches."""
         lengths = np.count_nonzero(encoded, axis=1)
         order = np.argsort(lengths, kind="stable")
         probs = np.empty(len(encoded), dtype=np.float32)
         for start in range(0, len(encoded), self.batch_size):
-            index = order[start:start + self.batch_size]
+            index = order[start : start + self.batch_size]
             batch = encoded[index]
             if self._trim:
                 batch = trim_padding(batch, int(lengths[index].max()), self.tokenizer.padding)
@@ -118,7 +116,9 @@ class Predictor:
         labels = [POSITIVE if p > 0.5 else NEGATIVE for p in self.predict_proba(texts)]
         return labels[0] if isinstance(texts, str) else labels
 
-    def predict_stream(self, lines: Iterable[str], chunk: int = 8192) -> Iterator[tuple[str, float]]:
+    def predict_stream(
+        self, lines: Iterable[str], chunk: int = 8192
+    ) -> Iterator[tuple[str, float]]:
         """(label, probability) for each line of an arbitrarily long stream, in constant memory."""
         buffer: list[str] = []
         for line in lines:

@@ -96,11 +96,13 @@ def parse_lines(data: bytes, strict: bool = False) -> ParsedLines:
 
 def label_and_clean(parsed: ParsedLines) -> tuple[pd.DataFrame, Counter]:
     """Label (rating > 3 is positive), clean, and drop empty and duplicate reviews."""
-    frame = pd.DataFrame({
-        "label": [int(r > 3) for r in parsed.ratings],
-        "rating": parsed.ratings,
-        "text": clean_texts(parsed.reviews),
-    })
+    frame = pd.DataFrame(
+        {
+            "label": [int(r > 3) for r in parsed.ratings],
+            "rating": parsed.ratings,
+            "text": clean_texts(parsed.reviews),
+        }
+    )
     counts: Counter = Counter()
     empty = frame["text"] == ""
     counts["empty_after_cleaning"] = int(empty.sum())
@@ -132,7 +134,10 @@ def split_frame(frame: pd.DataFrame, config: Config) -> dict[str, pd.DataFrame]:
 def write_split(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(
-            tmp, sep="\t", index=False, columns=["label", "rating", "text"],
+            tmp,
+            sep="\t",
+            index=False,
+            columns=["label", "rating", "text"],
             quoting=csv.QUOTE_NONE,
         )
 
@@ -142,8 +147,11 @@ def read_split(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise PipelineError(f"{path} is missing; run `python -m pipeline prepare` first")
     return pd.read_csv(
-        path, sep="\t", dtype={"label": "int64", "rating": "int64", "text": str},
-        keep_default_na=False, quoting=csv.QUOTE_NONE,
+        path,
+        sep="\t",
+        dtype={"label": "int64", "rating": "int64", "text": str},
+        keep_default_na=False,
+        quoting=csv.QUOTE_NONE,
     )
 
 
@@ -165,8 +173,11 @@ def prepare(config: Config, quiet: bool = False) -> dict:
 
     counts = {**parsed.counts, **cleaning_counts}
     counts["splits"] = {
-        name: {"rows": len(part), "positive": int(part["label"].sum()),
-               "negative": int(len(part) - part["label"].sum())}
+        name: {
+            "rows": len(part),
+            "positive": int(part["label"].sum()),
+            "negative": int(len(part) - part["label"].sum()),
+        }
         for name, part in splits.items()
     }
     if not quiet:
@@ -178,10 +189,16 @@ def _print_counts(counts: dict) -> None:
     skipped = ", ".join(
         f"{counts[k]} {k.replace('_', ' ')}" for k in (*PROBLEMS, "blank") if counts.get(k)
     )
-    print(f"prepare: {counts['lines']:,} lines read, {counts['rows']:,} rows"
-          + (f" (problems: {skipped})" if skipped else ""))
-    print(f"prepare: {counts['empty_after_cleaning']:,} empty after cleaning, "
-          f"{counts['duplicates']:,} duplicates dropped, {counts['kept']:,} kept")
+    print(
+        f"prepare: {counts['lines']:,} lines read, {counts['rows']:,} rows"
+        + (f" (problems: {skipped})" if skipped else "")
+    )
+    print(
+        f"prepare: {counts['empty_after_cleaning']:,} empty after cleaning, "
+        f"{counts['duplicates']:,} duplicates dropped, {counts['kept']:,} kept"
+    )
     for name, s in counts["splits"].items():
-        print(f"prepare: {name:<5} {s['rows']:>7,} rows ({s['positive']:,} positive, "
-              f"{s['negative']:,} negative)")
+        print(
+            f"prepare: {name:<5} {s['rows']:>7,} rows ({s['positive']:,} positive, "
+            f"{s['negative']:,} negative)"
+        )

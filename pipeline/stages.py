@@ -49,50 +49,83 @@ def _splits(config: Config) -> list[Path]:
 
 STAGES: tuple[Stage, ...] = (
     Stage(
-        "download", download,
+        "download",
+        download,
         inputs=lambda c: [p] if (p := local_source(c.source)) else [],
         outputs=lambda c: [c.raw_path],
         params=("source", "sha256"),
         home="data_dir",
     ),
     Stage(
-        "prepare", prepare,
+        "prepare",
+        prepare,
         inputs=lambda c: [c.raw_path],
         outputs=_splits,
         params=("val_fraction", "test_fraction", "strict", "seed"),
         home="data_dir",
     ),
     Stage(
-        "tokenize", tokenize,
+        "tokenize",
+        tokenize,
         inputs=_splits,
         outputs=lambda c: [c.tokenizer_path, c.encoded_path],
         params=("maxlen", "num_words", "oov_token", "token_unit", "padding", "truncating"),
         home="artifacts_dir",
     ),
     Stage(
-        "baseline", baseline,
+        "baseline",
+        baseline,
         inputs=_splits,
         outputs=lambda c: [c.artifacts_dir / "baseline.json"],
         params=("baseline_c",),
         home="artifacts_dir",
     ),
     Stage(
-        "train", train,
+        "train",
+        train,
         inputs=lambda c: [c.encoded_path, c.tokenizer_path],
         outputs=lambda c: [
-            c.model_path, c.artifacts_dir / "history.json", c.artifacts_dir / "training_curves.png"
+            c.model_path,
+            c.artifacts_dir / "history.json",
+            c.artifacts_dir / "training_curves.png",
         ],
-        params=("embedding_dim", "rnn_units", "cell", "bidirectional", "conv_filters",
-                "conv_kernel", "pooling", "spatial_dropout", "dropout", "recurrent_dropout",
-                "head_dropout", "mask_padding", "epochs", "batch_size", "learning_rate",
-                "lr_schedule", "label_smoothing", "patience", "seed", "distribute"),
+        params=(
+            "embedding_dim",
+            "rnn_units",
+            "cell",
+            "bidirectional",
+            "conv_filters",
+            "conv_kernel",
+            "pooling",
+            "spatial_dropout",
+            "dropout",
+            "recurrent_dropout",
+            "head_dropout",
+            "mask_padding",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "lr_schedule",
+            "label_smoothing",
+            "patience",
+            "seed",
+            "distribute",
+        ),
         home="artifacts_dir",
     ),
     Stage(
-        "evaluate", evaluate,
-        inputs=lambda c: [c.split_path("test"), c.model_path, c.tokenizer_path,
-                          c.artifacts_dir / "baseline.json"],
-        outputs=lambda c: [c.artifacts_dir / "metrics.json", c.artifacts_dir / "confusion_matrix.png"],
+        "evaluate",
+        evaluate,
+        inputs=lambda c: [
+            c.split_path("test"),
+            c.model_path,
+            c.tokenizer_path,
+            c.artifacts_dir / "baseline.json",
+        ],
+        outputs=lambda c: [
+            c.artifacts_dir / "metrics.json",
+            c.artifacts_dir / "confusion_matrix.png",
+        ],
         params=(),
         home="artifacts_dir",
     ),
@@ -163,7 +196,8 @@ def run_stage(stage: Stage, config: Config, quiet: bool = False) -> dict:
         if not path.exists():
             producer = _producer(path, config)
             raise PipelineError(
-                f"{path} is missing; run `python -m pipeline {producer}` first" if producer
+                f"{path} is missing; run `python -m pipeline {producer}` first"
+                if producer
                 else f"source file {path} does not exist; pass --source with the path or URL "
                 "of naver_shopping.txt"
             )

@@ -79,7 +79,7 @@ class CharTokenizer:
 
     # -- encoding -----------------------------------------------------------------------------
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode, truncate and pad to (len(texts), maxlen), as texts_to_sequences + pad_sequences."""
+        """Encode, truncate and pad to (n, maxlen), as texts_to_sequences + pad_sequences do."""
         self._check_fitted()
         codes, lengths = _code_points(self._normalize(texts))
         ids = self._lookup(codes)
@@ -141,8 +141,12 @@ class CharTokenizer:
     def from_config(cls, config: dict[str, Any]) -> CharTokenizer:
         _validate(config)
         tok = cls(
-            maxlen=config["maxlen"], oov_token=config["oov_token"], num_words=config["num_words"],
-            lower=config["lower"], padding=config["padding"], truncating=config["truncating"],
+            maxlen=config["maxlen"],
+            oov_token=config["oov_token"],
+            num_words=config["num_words"],
+            lower=config["lower"],
+            padding=config["padding"],
+            truncating=config["truncating"],
             unit=config.get("unit", "char"),
         )
         tok.word_index_ = dict(config["word_index"])
@@ -180,8 +184,14 @@ def _validate(config: Any) -> None:
             f"tokenizer format version {version!r} is not supported (this code reads version "
             f"{FORMAT_VERSION}); retrain with `python -m pipeline run --force`"
         )
-    expected = {"maxlen": int, "oov_token": str, "lower": bool, "padding": str,
-                "truncating": str, "word_index": dict}
+    expected = {
+        "maxlen": int,
+        "oov_token": str,
+        "lower": bool,
+        "padding": str,
+        "truncating": str,
+        "word_index": dict,
+    }
     for key, kind in expected.items():
         if type(config.get(key)) is not kind:  # exact: JSON true must not pass for an int
             raise PipelineError(f"tokenizer setting {key!r} is missing or not a {kind.__name__}")
@@ -213,8 +223,12 @@ def tokenize(config: Config, quiet: bool = False) -> dict:
 
     splits = {name: read_split(config.split_path(name)) for name in SPLITS}
     tokenizer = CharTokenizer(
-        maxlen=config.maxlen, oov_token=config.oov_token, num_words=config.num_words,
-        padding=config.padding, truncating=config.truncating, unit=config.token_unit,
+        maxlen=config.maxlen,
+        oov_token=config.oov_token,
+        num_words=config.num_words,
+        padding=config.padding,
+        truncating=config.truncating,
+        unit=config.token_unit,
     ).fit(splits["train"]["text"].tolist())
     arrays = {}
     for name, frame in splits.items():
@@ -230,6 +244,8 @@ def tokenize(config: Config, quiet: bool = False) -> dict:
         "share_at_maxlen": round(float((lengths == config.maxlen).mean()), 4),
     }
     if not quiet:
-        print(f"tokenize: {summary['vocab_size']:,} indices, mean review length "
-              f"{summary['mean_length']} characters")
+        print(
+            f"tokenize: {summary['vocab_size']:,} indices, mean review length "
+            f"{summary['mean_length']} characters"
+        )
     return summary

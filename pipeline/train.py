@@ -32,20 +32,24 @@ def batch_indices(lengths: np.ndarray, batch_size: int, rng: np.random.Generator
     """
     if rng is None:
         order = np.argsort(lengths, kind="stable")
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     shuffled = rng.permutation(len(lengths))
     pool = batch_size * POOL_BATCHES
     batches = []
     for start in range(0, len(shuffled), pool):
-        chunk = shuffled[start:start + pool]
+        chunk = shuffled[start : start + pool]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
 
 
 def make_dataset(
-    x: np.ndarray, y: np.ndarray, config: Config, padding: str, shuffle: bool,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: Config,
+    padding: str,
+    shuffle: bool,
     batch_size: int | None = None,
 ):
     """A tf.data pipeline of (batch, labels), each batch cut to its longest review when masked."""
@@ -84,7 +88,9 @@ def train(config: Config, quiet: bool = False) -> dict:
     train_ds = make_dataset(
         data["x_train"], data["y_train"], config, tokenizer.padding, True, batch_size
     )
-    val_ds = make_dataset(data["x_val"], data["y_val"], config, tokenizer.padding, False, batch_size)
+    val_ds = make_dataset(
+        data["x_val"], data["y_val"], config, tokenizer.padding, False, batch_size
+    )
     with strategy.scope():
         model = build_model(config, tokenizer.vocab_size, steps_per_epoch=len(train_ds))
 
@@ -103,8 +109,12 @@ def train(config: Config, quiet: bool = False) -> dict:
     verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
     started = time.perf_counter()
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-        verbose=verbose, shuffle=False,  # the dataset shuffles itself, by length pools
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the dataset shuffles itself, by length pools
     ).history
     seconds = time.perf_counter() - started
 
@@ -120,7 +130,9 @@ def train(config: Config, quiet: bool = False) -> dict:
         "val_loss": history["val_loss"][best],
         "val_accuracy": history["val_accuracy"][best],
         "train_seconds": round(seconds, 1),
-        "train_samples_per_second": round(len(history["val_loss"]) * len(data["y_train"]) / seconds),
+        "train_samples_per_second": round(
+            len(history["val_loss"]) * len(data["y_train"]) / seconds
+        ),
         "parameters": model.count_params(),
         "replicas": strategy.num_replicas_in_sync,
     }
@@ -151,7 +163,7 @@ def plot_curves(history: dict[str, list[float]], path: Path) -> None:
 
     epochs = range(1, len(history["loss"]) + 1)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         ax.plot(epochs, history[metric], "o-", label="train")
         ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
         ax.set_xlabel("epoch")

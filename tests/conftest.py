@@ -27,7 +27,9 @@ def sample_path() -> Path:
 
 def tiny_config(root: Path, source: Path | str, **changes) -> Config:
     return Config(
-        data_dir=root / "data", artifacts_dir=root / "artifacts", source=str(source),
+        data_dir=root / "data",
+        artifacts_dir=root / "artifacts",
+        source=str(source),
         **{**TINY, **changes},
     )
 

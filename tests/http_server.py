@@ -119,8 +119,8 @@ class FaultyServer:
         if not self.fault.corrupt:
             return self.payload
         middle = len(self.payload) // 2
-        flipped = bytes(b ^ 0x20 for b in self.payload[middle:middle + 64])
-        return self.payload[:middle] + flipped + self.payload[middle + 64:]
+        flipped = bytes(b ^ 0x20 for b in self.payload[middle : middle + 64])
+        return self.payload[:middle] + flipped + self.payload[middle + 64 :]
 
 
 class _FaultyHandler(http.server.BaseHTTPRequestHandler):
@@ -139,8 +139,9 @@ class _FaultyHandler(http.server.BaseHTTPRequestHandler):
     def _answer(self, send_body: bool) -> None:
         owner, fault = self.server_owner, self.server_owner.fault
         self.close_connection = True
-        request = Request(self.command, self.path, self.headers.get("Range"),
-                          self.headers.get("Accept-Encoding"))
+        request = Request(
+            self.command, self.path, self.headers.get("Range"), self.headers.get("Accept-Encoding")
+        )
         index = owner._record(request)
 
         delaying = fault.delay > 0 and owner._take("delays", fault.delay_times)
@@ -183,22 +184,29 @@ class _FaultyHandler(http.server.BaseHTTPRequestHandler):
         if not send_body:
             return
         if fault.cut_after is not None and owner._take("cuts", fault.cut_times):
-            body = body[:fault.cut_after]  # Content-Length promised more: the client sees a cut
+            body = body[: fault.cut_after]  # Content-Length promised more: the client sees a cut
         try:
             if delaying and fault.delay_after is not None:
-                self.wfile.write(body[:fault.delay_after])
+                self.wfile.write(body[: fault.delay_after])
                 self.wfile.flush()
                 if owner._stopping.wait(fault.delay):
                     return
-                body = body[fault.delay_after:]
+                body = body[fault.delay_after :]
             self.wfile.write(body)
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:  # the client gave up on us (a read timeout): nothing to do
             pass
 
-    def _simple(self, request: Request, status: int, body: bytes, send_body: bool,
-                content_type: str = "text/plain; charset=utf-8", extra: dict | None = None) -> None:
+    def _simple(
+        self,
+        request: Request,
+        status: int,
+        body: bytes,
+        send_body: bool,
+        content_type: str = "text/plain; charset=utf-8",
+        extra: dict | None = None,
+    ) -> None:
         request.status = status
         self.send_response(status)
         self.send_header("Content-Type", content_type)

@@ -2,7 +2,9 @@ from pipeline.cleaning import clean_text, clean_texts
 
 
 def test_keeps_hangul_jamo_digits_and_single_spaces():
-    assert clean_text("배송 빠르고 좋아요!! ㅋㅋㅋ ㅠㅠ 10점") == "배송 빠르고 좋아요 ㅋㅋㅋ ㅠㅠ 10점"
+    assert (
+        clean_text("배송 빠르고 좋아요!! ㅋㅋㅋ ㅠㅠ 10점") == "배송 빠르고 좋아요 ㅋㅋㅋ ㅠㅠ 10점"
+    )
 
 
 def test_drops_latin_punctuation_and_emoji_without_splitting_words():

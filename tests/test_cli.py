@@ -14,7 +14,11 @@ def cli(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
     )
 
 
@@ -45,8 +49,15 @@ def test_stage_without_its_input_says_what_to_run_first(tmp_path):
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
-    result = cli("download", "--source", tmp_path / "nothing.txt", "--data-dir", tmp_path / "d",
-                 "--artifacts-dir", tmp_path / "a")
+    result = cli(
+        "download",
+        "--source",
+        tmp_path / "nothing.txt",
+        "--data-dir",
+        tmp_path / "d",
+        "--artifacts-dir",
+        tmp_path / "a",
+    )
     assert_clean_error(result, 1, "nothing.txt does not exist")
 
 
@@ -63,7 +74,9 @@ def test_predict_without_a_model_is_a_clear_error(tmp_path):
 
 
 def test_predict_prints_label_and_probability_per_review(trained):
-    result = cli("predict", "배송 빠르고 좋아요", "별로에요", "--artifacts-dir", trained.artifacts_dir)
+    result = cli(
+        "predict", "배송 빠르고 좋아요", "별로에요", "--artifacts-dir", trained.artifacts_dir
+    )
     assert result.returncode == 0, result.stderr
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert [row[2] for row in rows] == ["배송 빠르고 좋아요", "별로에요"]
@@ -71,10 +84,20 @@ def test_predict_prints_label_and_probability_per_review(trained):
 
 
 def test_predict_scores_a_file_into_a_tsv(trained, sample_path, tmp_path):
-    reviews = [line.split("\t", 1)[1] for line in sample_path.read_text(encoding="utf-8").splitlines()]
+    reviews = [
+        line.split("\t", 1)[1] for line in sample_path.read_text(encoding="utf-8").splitlines()
+    ]
     (tmp_path / "in.txt").write_text("\n".join(reviews[:300]) + "\n", encoding="utf-8")
-    result = cli("predict", "--input", tmp_path / "in.txt", "--output", tmp_path / "out.tsv",
-                 "--artifacts-dir", trained.artifacts_dir, "--quiet")
+    result = cli(
+        "predict",
+        "--input",
+        tmp_path / "in.txt",
+        "--output",
+        tmp_path / "out.tsv",
+        "--artifacts-dir",
+        trained.artifacts_dir,
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     lines = (tmp_path / "out.tsv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "label\tprobability" and len(lines) == 301

@@ -19,11 +19,14 @@ def test_toml_file_then_flags_override_defaults(tmp_path):
     assert config.data_dir == Path("elsewhere") and config.batch_size == Config().batch_size
 
 
-@pytest.mark.parametrize("text,message", [
-    ("epochz = 3", "unknown setting 'epochz'"),
-    ("cell = 'transformer'", "cell must be lstm, gru or simplernn"),
-    ("epochs = [", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("epochz = 3", "unknown setting 'epochz'"),
+        ("cell = 'transformer'", "cell must be lstm, gru or simplernn"),
+        ("epochs = [", "not valid TOML"),
+    ],
+)
 def test_bad_config_files_are_clear_errors(tmp_path, text, message):
     path = tmp_path / "c.toml"
     path.write_text(text, encoding="utf-8")

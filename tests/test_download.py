@@ -48,7 +48,9 @@ def server(payload):
 def make_config(tmp_path: Path, source: str, **changes) -> Config:
     settings = dict(download_retries=2, download_backoff=0.01, download_timeout=5.0)
     return load_config(
-        data_dir=tmp_path / "data", artifacts_dir=tmp_path / "artifacts", source=source,
+        data_dir=tmp_path / "data",
+        artifacts_dir=tmp_path / "artifacts",
+        source=source,
         **{**settings, **changes},
     )
 
@@ -68,69 +70,112 @@ def put_previous(config: Config, data: bytes) -> None:
 FAULTS = {
     "normal": (Fault(), None, [None], [200]),
     "cut once, Range honoured: resumes": (
-        Fault(cut_after=CUT, cut_times=1), None, [None, f"bytes={CUT}-"], [200, 206]),
+        Fault(cut_after=CUT, cut_times=1),
+        None,
+        [None, f"bytes={CUT}-"],
+        [200, 206],
+    ),
     "cut once, Range ignored: starts over": (
-        Fault(cut_after=CUT, cut_times=1, range_mode="ignore"), None,
-        [None, f"bytes={CUT}-"], [200, 200]),
+        Fault(cut_after=CUT, cut_times=1, range_mode="ignore"),
+        None,
+        [None, f"bytes={CUT}-"],
+        [200, 200],
+    ),
     "cut once, 206 from the wrong byte: starts over": (
-        Fault(cut_after=CUT, cut_times=1, range_mode="wrong"), None,
-        [None, f"bytes={CUT}-", None], [200, 206, 200]),
+        Fault(cut_after=CUT, cut_times=1, range_mode="wrong"),
+        None,
+        [None, f"bytes={CUT}-", None],
+        [200, 206, 200],
+    ),
     "cut every time, 206 from the wrong byte: restarts until out of retries": (
         Fault(cut_after=CUT, range_mode="wrong"),
         rf"^cannot download from 127\.0\.0\.1:\d+ after 7 attempts \(connection dropped after "
         rf"{CUT} of {{size}} bytes\); ",
-        [None, f"bytes={CUT}-"] * 3 + [None], [200, 206] * 3 + [200]),
+        [None, f"bytes={CUT}-"] * 3 + [None],
+        [200, 206] * 3 + [200],
+    ),
     "cut every time, Range honoured: progress each time, so it completes": (
-        Fault(cut_after=CUT), None,
+        Fault(cut_after=CUT),
+        None,
         [None, f"bytes={CUT}-", f"bytes={2 * CUT}-", f"bytes={3 * CUT}-", f"bytes={4 * CUT}-"],
-        [200, 206, 206, 206, 206]),
+        [200, 206, 206, 206, 206],
+    ),
     # The first attempt made progress (0 -> CUT bytes), so 3 more without any are allowed.
     "cut every time, Range ignored: no progress, gives up": (
         Fault(cut_after=CUT, range_mode="ignore"),
         rf"^cannot download from 127\.0\.0\.1:\d+ after 4 attempts \(connection dropped after "
         rf"{CUT} of {{size}} bytes\); download naver_shopping\.txt elsewhere and pass "
         r"--source PATH$",
-        [None] + [f"bytes={CUT}-"] * 3, [200] * 4),
+        [None] + [f"bytes={CUT}-"] * 3,
+        [200] * 4,
+    ),
     "500 twice then 200: retried": (Fault(fail_first=2), None, [None] * 3, [500, 500, 200]),
     "500 and cuts in turn: each bit of progress restores the retries": (
-        Fault(fail_every=2, cut_after=CUT), None,
+        Fault(fail_every=2, cut_after=CUT),
+        None,
         [None, None] + [f"bytes={n * CUT}-" for n in (1, 1, 2, 2, 3, 3, 4, 4)],
-        [500, 200] + [500, 206] * 4),
+        [500, 200] + [500, 206] * 4,
+    ),
     "500 always: gives up after the retries": (
         Fault(fail_first=10**6),
         r"^cannot download from 127\.0\.0\.1:\d+ after 3 attempts \(server error HTTP 500 "
         r"Internal Server Error\); .*pass --source PATH$",
-        [None] * 3, [500] * 3),
+        [None] * 3,
+        [500] * 3,
+    ),
     "404: not retried": (
-        Fault(status=404), r"answered HTTP 404 \(Not Found\); check the --source URL$",
-        [None], [404]),
+        Fault(status=404),
+        r"answered HTTP 404 \(Not Found\); check the --source URL$",
+        [None],
+        [404],
+    ),
     "403: not retried": (
-        Fault(status=403), r"answered HTTP 403 \(Forbidden\); check the --source URL$",
-        [None], [403]),
+        Fault(status=403),
+        r"answered HTTP 403 \(Forbidden\); check the --source URL$",
+        [None],
+        [403],
+    ),
     "corrupt bytes: checksum mismatch": (
         Fault(corrupt=True),
         r"^checksum mismatch for http://\S+: expected sha256 {good}, got {bad}; ",
-        [None], [200]),
+        [None],
+        [200],
+    ),
     "html page": (
         Fault(html=True),
         r"returned a web page \(text/html; charset=utf-8\), not the review file; check the "
-        r"--source URL", [None], [200]),
+        r"--source URL",
+        [None],
+        [200],
+    ),
     "html page sent as text/plain": (
-        Fault(body=HTML_PAGE), r"holds a web page, not the review file", [None], [200]),
+        Fault(body=HTML_PAGE),
+        r"holds a web page, not the review file",
+        [None],
+        [200],
+    ),
     "error message instead of data": (
         Fault(body=b"Rate limit exceeded, try again later.\n"),
         r"does not look like the review file \(no RATING<TAB>REVIEW line at its start; it "
-        r"begins 'Rate limit exceeded", [None], [200]),
+        r"begins 'Rate limit exceeded",
+        [None],
+        [200],
+    ),
     "empty body": (Fault(body=b""), r"is empty; check the --source URL", [None], [200]),
     "slow every time: read timeout, gives up": (
         Fault(delay=STALL),
         r"^cannot download from 127\.0\.0\.1:\d+ after 3 attempts \(no data for 0\.5 s\); .*"
         r"pass --source PATH$",
-        [None] * 3, [None] * 3),
+        [None] * 3,
+        [None] * 3,
+    ),
     "slow once: retried": (Fault(delay=STALL, delay_times=1), None, [None] * 2, [None, 200]),
     "stalls mid-body once: resumes": (
-        Fault(delay=STALL, delay_after=CUT, delay_times=1), None,
-        [None, f"bytes={CUT}-"], [200, 206]),
+        Fault(delay=STALL, delay_after=CUT, delay_times=1),
+        None,
+        [None, f"bytes={CUT}-"],
+        [200, 206],
+    ),
 }
 
 
@@ -140,8 +185,9 @@ def test_fault(tmp_path, payload, previous, server, name, had_previous):
     fault, error, ranges, statuses = FAULTS[name]
     server.fault = fault
     slow = fault.delay > 0
-    config = make_config(tmp_path, server.url, sha256=sha256(payload),
-                         download_timeout=TIMEOUT if slow else 5.0)
+    config = make_config(
+        tmp_path, server.url, sha256=sha256(payload), download_timeout=TIMEOUT if slow else 5.0
+    )
     if had_previous:
         put_previous(config, previous)
 
@@ -152,8 +198,7 @@ def test_fault(tmp_path, payload, previous, server, name, had_previous):
         # nothing left behind beside the final file
         assert sorted(p.name for p in config.raw_path.parent.iterdir()) == [config.raw_path.name]
     else:
-        pattern = error.format(size=len(payload), good=sha256(payload),
-                               bad=sha256(server._body()))
+        pattern = error.format(size=len(payload), good=sha256(payload), bad=sha256(server._body()))
         with pytest.raises(PipelineError) as info:
             download(config, quiet=True)
         assert re.search(pattern, str(info.value)), str(info.value)
@@ -263,8 +308,7 @@ def test_unreachable_host_says_to_download_elsewhere(tmp_path, previous):
 
 def test_credentials_in_the_url_stay_out_of_the_message(tmp_path):
     port = unused_port()
-    config = make_config(tmp_path, f"http://user:secret@127.0.0.1:{port}/f.txt",
-                         download_retries=0)
+    config = make_config(tmp_path, f"http://user:secret@127.0.0.1:{port}/f.txt", download_retries=0)
     with pytest.raises(PipelineError, match=rf"^cannot reach 127\.0\.0\.1:{port} after 1 attempt "):
         download(config, quiet=True)
 
@@ -287,8 +331,11 @@ def test_partial_file_that_cannot_be_written(tmp_path, payload, previous, server
     config = make_config(tmp_path, server.url)
     put_previous(config, previous)
     partial_path(config).mkdir()  # a folder where the .part file should go
-    with pytest.raises(PipelineError, match=r"^cannot write .*/raw: Is a directory; free some "
-                                            r"space or choose another --data-dir$"):
+    with pytest.raises(
+        PipelineError,
+        match=r"^cannot write .*/raw: Is a directory; free some "
+        r"space or choose another --data-dir$",
+    ):
         download(config, quiet=True)
     assert config.raw_path.read_bytes() == previous
 
@@ -296,8 +343,11 @@ def test_partial_file_that_cannot_be_written(tmp_path, payload, previous, server
 def test_final_name_that_cannot_be_replaced(tmp_path, payload, server):
     config = make_config(tmp_path, server.url)
     (config.raw_path / "something").mkdir(parents=True)  # a non-empty folder at the final name
-    with pytest.raises(PipelineError, match=r"^cannot move the download into place at .*"
-                                            r"naver_shopping\.txt: "):
+    with pytest.raises(
+        PipelineError,
+        match=r"^cannot move the download into place at .*"
+        r"naver_shopping\.txt: ",
+    ):
         download(config, quiet=True)
     assert config.raw_path.is_dir()
     assert not partial_path(config).exists()
@@ -362,8 +412,14 @@ def test_git_blob_id_matches_git_hash_object(tmp_path, payload, content):
     path = tmp_path / "blob.txt"
     path.write_bytes(payload if content is None else content)
     try:
-        out = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True,
-                             check=True, cwd=tmp_path, timeout=30)
+        out = subprocess.run(
+            ["git", "hash-object", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+            timeout=30,
+        )
     except FileNotFoundError:
         pytest.skip("git is not installed")
     assert git_blob_id(path) == out.stdout.strip()

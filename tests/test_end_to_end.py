@@ -24,12 +24,25 @@ def test_run_over_http_then_predict_in_a_new_process(tmp_path, sample_path, stat
     assert result.stdout.strip().splitlines()[-1].startswith("done:")
 
     artifacts = tmp_path / "artifacts"
-    for name in ("model.keras", "tokenizer.json", "metrics.json", "history.json",
-                 "training_curves.png", "confusion_matrix.png", "baseline.json", "manifest.json"):
+    for name in (
+        "model.keras",
+        "tokenizer.json",
+        "metrics.json",
+        "history.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+        "baseline.json",
+        "manifest.json",
+    ):
         assert (artifacts / name).stat().st_size > 0, name
-    assert (tmp_path / "data" / "raw" / "naver_shopping.txt").read_bytes() == sample_path.read_bytes()
+    assert (
+        tmp_path / "data" / "raw" / "naver_shopping.txt"
+    ).read_bytes() == sample_path.read_bytes()
     metrics = json.loads((artifacts / "metrics.json").read_text(encoding="utf-8"))["test"]
-    assert 0 <= metrics["accuracy"] <= 1 and sum(map(sum, metrics["confusion_matrix"])) == metrics["rows"]
+    assert (
+        0 <= metrics["accuracy"] <= 1
+        and sum(map(sum, metrics["confusion_matrix"])) == metrics["rows"]
+    )
     baseline = json.loads((artifacts / "metrics.json").read_text(encoding="utf-8"))["baseline_test"]
     assert baseline["rows"] == metrics["rows"]
     manifest = json.loads((artifacts / "manifest.json").read_text(encoding="utf-8"))
@@ -39,11 +52,17 @@ def test_run_over_http_then_predict_in_a_new_process(tmp_path, sample_path, stat
 
     code = (
         "from pipeline import sentiment_predict\n"
-        f"print(sentiment_predict(['배송 빠르고 좋아요', '별로에요 다시는 안 사요'], {str(artifacts)!r}))\n"
+        f"reviews = ['배송 빠르고 좋아요', '별로에요 다시는 안 사요']\n"
+        f"print(sentiment_predict(reviews, {str(artifacts)!r}))\n"
         f"print(sentiment_predict('좋아요', {str(artifacts)!r}))\n"
     )
-    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=120)
+    fresh = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=120,
+    )
     assert fresh.returncode == 0, fresh.stderr
     listed, single = fresh.stdout.splitlines()[-2:]
     assert listed.startswith("[") and listed.count("'") == 4
@@ -53,5 +72,7 @@ def test_run_over_http_then_predict_in_a_new_process(tmp_path, sample_path, stat
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skipped") == len(STAGE_NAMES)
 
-    status = cli("status", "--source", url, "--config", tmp_path / "tiny.toml", "--epochs", 1, *dirs)
+    status = cli(
+        "status", "--source", url, "--config", tmp_path / "tiny.toml", "--epochs", 1, *dirs
+    )
     assert [line.split()[1] for line in status.stdout.splitlines()] == ["fresh"] * len(STAGE_NAMES)

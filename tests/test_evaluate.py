@@ -19,9 +19,16 @@ def test_metrics_match_a_hand_count():
 
 def test_length_buckets_count_every_review_once():
     texts = ["가" * n for n in (1, 10, 11, 45, 100, 300)]
-    buckets = length_buckets(texts, np.array([1, 0, 1, 1, 0, 0]), np.array([.9, .9, .9, .1, .1, .1]))
-    assert {k: v["rows"] for k, v in buckets.items()} == {"1-10": 2, "11-20": 1, "41-70": 1,
-                                                            "71-100": 1, "101+": 1}
+    buckets = length_buckets(
+        texts, np.array([1, 0, 1, 1, 0, 0]), np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1])
+    )
+    assert {k: v["rows"] for k, v in buckets.items()} == {
+        "1-10": 2,
+        "11-20": 1,
+        "41-70": 1,
+        "71-100": 1,
+        "101+": 1,
+    }
     assert buckets["1-10"]["accuracy"] == 0.5 and buckets["101+"]["accuracy"] == 1.0
 
 
@@ -30,7 +37,10 @@ def test_evaluation_reports_model_beside_baseline(trained):
     table = format_table(report)
     assert "baseline" in table.splitlines()[1]
     assert report["baseline_test"]["rows"] == report["test"]["rows"]
-    assert sum(b["rows"] for b in report["test"]["accuracy_by_length"].values()) == report["test"]["rows"]
+    assert (
+        sum(b["rows"] for b in report["test"]["accuracy_by_length"].values())
+        == report["test"]["rows"]
+    )
     assert (trained.artifacts_dir / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 

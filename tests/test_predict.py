@@ -56,7 +56,6 @@ def test_batches_of_many_lengths_match_one_by_one(predictor, sample_path):
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
 
 
-
 def test_text_with_nothing_left_after_cleaning_gets_the_empty_reviews_score(predictor):
     empty = predictor.predict_proba("")[0]
     probs = predictor.predict_proba(["   ", "😀😀", "great!!!", "\x00\x1f"])
@@ -66,10 +65,13 @@ def test_text_with_nothing_left_after_cleaning_gets_the_empty_reviews_score(pred
 def test_huge_review_is_truncated_like_any_other(predictor):
     huge = "좋아요 " * 250_000  # about 1 MB
     assert predictor.predict_proba(huge)[0] == pytest.approx(
-        predictor.predict_proba(huge[-200:])[0], abs=1e-5)
+        predictor.predict_proba(huge[-200:])[0], abs=1e-5
+    )
 
 
-@pytest.mark.parametrize("bad,position", [(None, None), (["좋아", None], 1), ([b"bytes"], 0), (5, None)])
+@pytest.mark.parametrize(
+    "bad,position", [(None, None), (["좋아", None], 1), ([b"bytes"], 0), (5, None)]
+)
 def test_non_strings_are_type_errors_naming_the_position(predictor, bad, position):
     with pytest.raises(TypeError) as info:
         predictor.predict(bad)
@@ -100,7 +102,9 @@ def test_tokenizer_from_another_run_is_refused(artifacts_copy):
 
 def test_models_load_in_safe_mode(artifacts_copy):
     inputs = keras.Input((None,), dtype="int32")
-    x = keras.layers.Embedding(CharTokenizer.load(artifacts_copy / "tokenizer.json").vocab_size, 4)(inputs)
+    x = keras.layers.Embedding(CharTokenizer.load(artifacts_copy / "tokenizer.json").vocab_size, 4)(
+        inputs
+    )
     x = keras.layers.Lambda(lambda t: t * 2)(x)  # arbitrary code: must never be deserialized
     outputs = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x))
     keras.Model(inputs, outputs).save(artifacts_copy / "model.keras")
@@ -114,3 +118,13 @@ def test_predictor_is_loaded_once_and_reloaded_when_the_model_changes(artifacts_
     model = artifacts_copy / "model.keras"
     model.write_bytes(model.read_bytes())  # same bytes, new modification time
     assert get_predictor(artifacts_copy) is not first
+
+
+def test_streaming_never_materializes_its_input(predictor):
+    import itertools
+
+    endless = itertools.cycle(REVIEWS)  # a stream with no end: a list of it would never finish
+    first = list(itertools.islice(predictor.predict_stream(endless, chunk=64), 150))
+    assert len(first) == 150
+    expected = predictor.predict_proba(REVIEWS)
+    assert [p for _, p in first[:2]] == pytest.approx(expected.tolist(), abs=1e-6)

@@ -31,16 +31,18 @@ def test_tolerates_bom_crlf_and_blank_lines_and_counts_them():
 
 
 def test_counts_every_kind_of_bad_line():
-    data = b"\n".join([
-        "5\t좋아요".encode(),
-        "no tab here".encode(),
-        "x\t문자".encode(),
-        "7\t범위밖".encode(),
-        "3\t보통".encode(),
-        "4\t탭이\t두개".encode(),
-        b"2\t\xff\xfe broken",
-        ("1\t" + "가" * (LONG_REVIEW_CHARS + 1)).encode(),
-    ])
+    data = b"\n".join(
+        [
+            "5\t좋아요".encode(),
+            b"no tab here",
+            "x\t문자".encode(),
+            "7\t범위밖".encode(),
+            "3\t보통".encode(),
+            "4\t탭이\t두개".encode(),
+            b"2\t\xff\xfe broken",
+            ("1\t" + "가" * (LONG_REVIEW_CHARS + 1)).encode(),
+        ]
+    )
     parsed = parse_lines(data)
     c = parsed.counts
     assert (c["no_tab"], c["bad_rating"], c["neutral_rating"]) == (1, 2, 1)
@@ -48,12 +50,15 @@ def test_counts_every_kind_of_bad_line():
     assert parsed.ratings == [5, 4, 2, 1]  # tab, bad bytes and long reviews are kept
 
 
-@pytest.mark.parametrize("line,kind", [
-    ("no tab here", "has no tab"),
-    ("x\t문자", "not a whole number from 1 to 5"),
-    ("3\t보통", "rating 3"),
-    ("4\t탭이\t두개", "tab inside the review"),
-])
+@pytest.mark.parametrize(
+    "line,kind",
+    [
+        ("no tab here", "has no tab"),
+        ("x\t문자", "not a whole number from 1 to 5"),
+        ("3\t보통", "rating 3"),
+        ("4\t탭이\t두개", "tab inside the review"),
+    ],
+)
 def test_strict_mode_names_the_line(line, kind):
     data = f"5\t좋아요\n{line}\n".encode()
     with pytest.raises(PipelineError, match=rf"line 2 .*{kind}"):
@@ -83,7 +88,11 @@ def test_parser_reads_back_what_was_written(rows):
 def test_labels_cleans_and_drops_empty_and_duplicates():
     parsed = parse_lines("5\t좋아요!\n4\t좋아요\n1\tbad\n2\t별로 ㅠ\n1\t별로 ㅠ\n".encode())
     frame, counts = label_and_clean(parsed)
-    assert frame.to_dict("list") == {"label": [1, 0], "rating": [5, 2], "text": ["좋아요", "별로 ㅠ"]}
+    assert frame.to_dict("list") == {
+        "label": [1, 0],
+        "rating": [5, 2],
+        "text": ["좋아요", "별로 ㅠ"],
+    }
     assert (counts["empty_after_cleaning"], counts["duplicates"], counts["kept"]) == (1, 2, 2)
 
 
@@ -117,7 +126,9 @@ def test_prepare_is_reproducible_with_the_same_seed(tmp_path, sample_path):
 
 def test_numeric_looking_reviews_stay_text(tmp_path):
     path = tmp_path / "s.tsv"
-    pd.DataFrame({"label": [1], "rating": [5], "text": ["0123"]}).to_csv(path, sep="\t", index=False)
+    pd.DataFrame({"label": [1], "rating": [5], "text": ["0123"]}).to_csv(
+        path, sep="\t", index=False
+    )
     assert read_split(path)["text"].tolist() == ["0123"]
 
 

@@ -26,7 +26,10 @@ def start_cli(*args):
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
 
 
@@ -57,8 +60,11 @@ def test_sigkill_during_training_keeps_the_old_model_and_the_next_run_recovers(p
 
     # A second run on the same folders meanwhile is refused, naming the holder.
     second = subprocess.run(
-        [sys.executable, "-m", "pipeline", "run", *map(str, dirs)], capture_output=True,
-        text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=120,
+        [sys.executable, "-m", "pipeline", "run", *map(str, dirs)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=120,
     )
     assert second.returncode == 1 and f"pid {trainer.pid}" in second.stderr
 
@@ -77,9 +83,17 @@ def hostile_texts(count, seed=0):
     """Mixed scripts, control characters, lone surrogates, emoji, whitespace and huge strings."""
     rng = random.Random(seed)
     pools = [
-        "가나다라마바사아자차카타파하뷁똠얗ㄱㄴㅎㅏㅣ", "abcXYZ", "0123456789", " \t\n\r\x0b\x0c",
-        "\x00\x01\x1f\x7f\u200b\u200e\ufeff", "😀🔥👍🏽🇰🇷", "\ud800\udfff", "漢字かなカナ", "Ωжשׁعربي",
-        "\u0301\u0308", "\U0010ffff\U000e0001",
+        "가나다라마바사아자차카타파하뷁똠얗ㄱㄴㅎㅏㅣ",
+        "abcXYZ",
+        "0123456789",
+        " \t\n\r\x0b\x0c",
+        "\x00\x01\x1f\x7f\u200b\u200e\ufeff",
+        "😀🔥👍🏽🇰🇷",
+        "\ud800\udfff",
+        "漢字かなカナ",
+        "Ωжשׁعربي",
+        "\u0301\u0308",
+        "\U0010ffff\U000e0001",
     ]
     texts = []
     for i in range(count):

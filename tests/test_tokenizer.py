@@ -76,14 +76,17 @@ def test_json_round_trip_encodes_identically(tmp_path, review_texts):
     np.testing.assert_array_equal(again.encode(review_texts), tok.encode(review_texts))
 
 
-@pytest.mark.parametrize("corrupt,message", [
-    (lambda c: c.update(format_version=99), "format version 99 is not supported"),
-    (lambda c: c.update(format="something-else"), "not a char-tokenizer file"),
-    (lambda c: c.update(maxlen="100"), "'maxlen' is missing or not a int"),
-    (lambda c: c["word_index"].update({"가": 1}), "number its entries 1, 2, 3"),
-    (lambda c: c["word_index"].update({"가나": len(c["word_index"]) + 1}), "single characters"),
-    (lambda c: c.pop("padding"), "'padding' is missing"),
-])
+@pytest.mark.parametrize(
+    "corrupt,message",
+    [
+        (lambda c: c.update(format_version=99), "format version 99 is not supported"),
+        (lambda c: c.update(format="something-else"), "not a char-tokenizer file"),
+        (lambda c: c.update(maxlen="100"), "'maxlen' is missing or not a int"),
+        (lambda c: c["word_index"].update({"가": 1}), "number its entries 1, 2, 3"),
+        (lambda c: c["word_index"].update({"가나": len(c["word_index"]) + 1}), "single characters"),
+        (lambda c: c.pop("padding"), "'padding' is missing"),
+    ],
+)
 def test_load_rejects_invalid_files_with_the_reason(tmp_path, corrupt, message):
     config = CharTokenizer().fit(["가나다"]).get_config()
     corrupt(config)

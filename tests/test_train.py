@@ -34,13 +34,13 @@ def test_shuffled_batches_cover_every_row_once_and_group_similar_lengths():
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
     assert spread < 10  # random batches of 32 would spread over ~90
     again = batch_indices(lengths, 32, np.random.default_rng(1))
-    assert all((a == b).all() for a, b in zip(batches, again))
+    assert all((a == b).all() for a, b in zip(batches, again, strict=True))
 
 
 def test_dataset_trims_each_batch_to_its_longest_review():
     x = np.zeros((6, 10), dtype=np.int32)
     for row, length in enumerate([1, 2, 3, 7, 8, 9]):
-        x[row, 10 - length:] = 5
+        x[row, 10 - length :] = 5
     y = np.arange(6) % 2
     config = Config(batch_size=3, seed=0)
     widths = sorted(int(xb.shape[1]) for xb, _ in make_dataset(x, y, config, "pre", shuffle=False))
@@ -72,12 +72,21 @@ def test_mirrored_training_on_two_logical_cpus_keeps_the_contract(trained, tmp_p
     from pipeline.predict import Predictor
 
     shutil.copytree(trained.artifacts_dir, tmp_path / "artifacts")
-    settings = {"data_dir": str(trained.data_dir), "artifacts_dir": str(tmp_path / "artifacts"),
-                "embedding_dim": 8, "rnn_units": [8, 4], "batch_size": 32, "epochs": 1,
-                "distribute": "mirrored"}
+    settings = {
+        "data_dir": str(trained.data_dir),
+        "artifacts_dir": str(tmp_path / "artifacts"),
+        "embedding_dim": 8,
+        "rnn_units": [8, 4],
+        "batch_size": 32,
+        "epochs": 1,
+        "distribute": "mirrored",
+    }
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(settings)], capture_output=True,
-        text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=300,
+        [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -86,4 +95,6 @@ def test_mirrored_training_on_two_logical_cpus_keeps_the_contract(trained, tmp_p
     predictor = Predictor(tmp_path / "artifacts")
     review = "배송 빠르고 좋아요"
     alone = predictor.predict_proba([review])[0]
-    assert predictor.predict_proba(["가" * 100, review, "별로"])[1] == pytest.approx(alone, abs=1e-5)
+    assert predictor.predict_proba(["가" * 100, review, "별로"])[1] == pytest.approx(
+        alone, abs=1e-5
+    )
