@@ -6,13 +6,13 @@ import re
 from collections.abc import Iterable
 
 # The original notebook's rule: keep Hangul jamo (ㄱ-ㅎ, ㅏ-ㅣ), Hangul syllables, digits, spaces.
-_DROPPED = re.compile(r"[^ㄱ-ㅎㅏ-ㅣ가-힣0-9 ]+")
-_WHITESPACE = re.compile(r"\s+")
+# Other whitespace (tabs, newlines, no-break spaces) is kept here and folded to one space below.
+_DROPPED = re.compile(r"[^ㄱ-ㅎㅏ-ㅣ가-힣0-9\s]+")
 
 
 def clean_text(text: str) -> str:
-    """Keep Hangul, digits and single spaces; tabs and newlines count as spaces."""
-    return _WHITESPACE.sub(" ", _DROPPED.sub("", _WHITESPACE.sub(" ", text))).strip()
+    """Keep Hangul, digits and single spaces; any run of whitespace becomes one space."""
+    return " ".join(_DROPPED.sub("", text).split())
 
 
 def clean_texts(texts: Iterable[str]) -> list[str]:

@@ -61,9 +61,12 @@ class CharTokenizer:
     # -- learning -----------------------------------------------------------------------------
     def fit(self, texts: Sequence[str]) -> CharTokenizer:
         """Index characters by descending count, ties by first appearance (the legacy rule)."""
+        import pandas as pd  # its hash-based unique keeps order of appearance, in linear time
+
         codes, _ = _code_points(self._normalize(texts))
-        chars, first_seen, counts = np.unique(codes, return_index=True, return_counts=True)
-        order = np.lexsort((first_seen, -counts))
+        chars = pd.unique(codes)  # in order of first appearance
+        counts = pd.Series(codes).value_counts(sort=False).reindex(chars).to_numpy()
+        order = np.argsort(-counts, kind="stable")  # stable: ties keep first-seen order
         self.word_index_ = {self.oov_token: OOV_INDEX}
         for rank, code in enumerate(chars[order], start=OOV_INDEX + 1):
             self.word_index_[chr(code)] = rank
@@ -90,11 +93,23 @@ class CharTokenizer:
             starts = starts + lengths - kept
         first_col = self.maxlen - kept if self.padding == "pre" else np.zeros_like(kept)
 
-        rows = np.repeat(np.arange(len(texts)), kept)
-        offset = np.arange(kept.sum()) - np.repeat(np.cumsum(kept) - kept, kept)
-        out = np.zeros((len(texts), self.maxlen), dtype=np.int32)
-        out[rows, np.repeat(first_col, kept) + offset] = ids[np.repeat(starts, kept) + offset]
-        return out
+        # Every kept code moves by its text's shift: from its place in `codes` to its cell in the
+        # flat output. Cutting the few over-long texts is a mask over `codes`.
+        if (lengths > kept).any():
+            edges = np.zeros(len(codes) + 1, dtype=np.int32)
+            cut = np.flatnonzero(lengths > kept)
+            text_starts = np.cumsum(lengths) - lengths
+            np.add.at(edges, text_starts[cut], 1)
+            np.add.at(edges, starts[cut], -1)
+            np.add.at(edges, starts[cut] + kept[cut], 1)
+            np.add.at(edges, text_starts[cut] + lengths[cut], -1)
+            source = np.flatnonzero(np.cumsum(edges[:-1]) == 0)
+        else:
+            source = np.arange(len(codes))
+        shift = np.arange(len(texts)) * self.maxlen + first_col - starts
+        out = np.zeros(len(texts) * self.maxlen, dtype=np.int32)
+        out[source + np.repeat(shift, kept)] = ids[source]
+        return out.reshape(len(texts), self.maxlen)
 
     def _normalize(self, texts: Sequence[str]) -> list[str]:
         texts = [t.lower() for t in texts] if self.lower else list(texts)
@@ -105,18 +120,17 @@ class CharTokenizer:
         return texts
 
     def _build_lookup(self) -> None:
-        pairs = sorted((ord(ch), i) for ch, i in self.word_index_.items() if len(ch) == 1)
-        self._keys = np.array([k for k, _ in pairs], dtype=np.uint32)
-        values = np.array([i for _, i in pairs], dtype=np.int32)
+        """A dense table from code point to index: one array read per character when encoding."""
+        singles = {ord(ch): i for ch, i in self.word_index_.items() if len(ch) == 1}
+        table = np.full(max(singles, default=0) + 1, OOV_INDEX, dtype=np.int32)
+        table[list(singles)] = list(singles.values())
         if self.num_words:  # the legacy rule: indices at or past num_words become OOV
-            values[values >= self.num_words] = OOV_INDEX
-        self._values = values
+            table[table >= self.num_words] = OOV_INDEX
+        self._table = table
 
     def _lookup(self, codes: np.ndarray) -> np.ndarray:
-        if len(self._keys) == 0:
-            return np.full(len(codes), OOV_INDEX, dtype=np.int32)
-        pos = np.searchsorted(self._keys, codes).clip(max=len(self._keys) - 1)
-        return np.where(self._keys[pos] == codes, self._values[pos], OOV_INDEX).astype(np.int32)
+        inside = codes < len(self._table)
+        return np.where(inside, self._table[np.where(inside, codes, 0)], OOV_INDEX).astype(np.int32)
 
     def _check_fitted(self) -> None:
         if not self.word_index_:
