@@ -8,7 +8,7 @@ Importing the package is cheap: TensorFlow loads when the first predictor is mad
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer C++ logs (TF 2.21 prints a few anyway)
 
 __all__ = ["Predictor", "sentiment_predict", "get_predictor", "PipelineError"]
 

@@ -132,7 +132,7 @@ def cmd_predict(args, config) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter out
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer C++ logs (TF 2.21 prints a few anyway)
     args = build_parser().parse_args(argv)
     try:
         config = load_settings(args)
