@@ -44,6 +44,13 @@ VARIANTS: dict[str, dict] = {
         rnn_units=(64, 32),
         pooling=True,
     ),
+    # the convolution's output max-pooled by 2: half the RNN steps pay for a bidirectional LSTM
+    "conv_pool2_bilstm": dict(embedding_dim=64, conv_filters=128, conv_pool=2,
+                              rnn_units=(64, 32), bidirectional=True, pooling=True),
+    "conv_pool2_lstm_wide": dict(embedding_dim=64, conv_filters=128, conv_pool=2,
+                                 rnn_units=(128, 64), pooling=True),
+    "conv256k5_pool2_bilstm": dict(embedding_dim=64, conv_filters=256, conv_kernel=5, conv_pool=2,
+                                   rnn_units=(64, 32), bidirectional=True, pooling=True),
     # for data tokenized with token_unit="jamo", maxlen=250: a kernel of 7 jamo spans ~3 syllables
     "jamo_conv_gru_pool": dict(
         embedding_dim=32,

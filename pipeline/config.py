@@ -61,6 +61,7 @@ class Config:
     bidirectional: bool = False
     conv_filters: int = 0  # > 0 puts a character n-gram convolution before the RNN layers
     conv_kernel: int = 3
+    conv_pool: int = 1  # > 1 max-pools the convolution's output: the RNN takes that many fewer steps
     pooling: bool = False  # max and mean over all steps of the last RNN layer, not just its end
     spatial_dropout: float = 0.0  # drops whole embedding channels
     dropout: float = 0.0  # on each RNN layer's inputs

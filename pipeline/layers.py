@@ -52,3 +52,41 @@ class MaskedMaxMeanPooling(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 2 * input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class MaskedMaxPool1D(layers.Layer):
+    """Max over each run of `pool_size` steps, so the RNN after it takes that many fewer steps.
+
+    Windows are counted from the text's side (the end for 'pre' padding), so a review is pooled
+    the same way however much padding its batch adds. Returns (pooled, mask): a window is real
+    if any of its steps is, and the mask is passed on explicitly to the next layer.
+    """
+
+    def __init__(self, pool_size: int = 2, padding: str = "pre", **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = pool_size
+        self.padding = padding
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            mask = ops.ones(ops.shape(inputs)[:2], dtype="bool")
+        low = ops.full_like(inputs, -1e9)  # padded steps must never win the max
+        x = self._windows(ops.where(ops.expand_dims(mask, -1), inputs, low), -1e9)
+        pooled = ops.max(x, axis=2)
+        steps = ops.any(self._windows(ops.cast(mask, "int32"), 0) > 0, axis=2)
+        return ops.where(ops.expand_dims(steps, -1), pooled, ops.zeros_like(pooled)), steps
+
+    def _windows(self, x, fill):
+        """(batch, steps, ...) -> (batch, steps / pool_size, pool_size, ...), padded first."""
+        extra = (-ops.shape(x)[1]) % self.pool_size
+        pad = [[0, 0], [extra, 0] if self.padding == "pre" else [0, extra]]
+        x = ops.pad(x, pad + [[0, 0]] * (len(x.shape) - 2), constant_values=fill)
+        return ops.reshape(x, (ops.shape(x)[0], -1, self.pool_size, *x.shape[2:]))
+
+    def compute_mask(self, inputs, mask=None):
+        return [None, None]
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "padding": self.padding}

@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 from pipeline.config import Config
-from pipeline.layers import MaskedConv1D, MaskedMaxMeanPooling
+from pipeline.layers import MaskedConv1D, MaskedMaxMeanPooling, MaskedMaxPool1D
 
 _CELLS = {"lstm": layers.LSTM, "gru": layers.GRU, "simplernn": layers.SimpleRNN}
 
@@ -27,6 +27,9 @@ def build_model(config: Config, vocab_size: int, steps_per_epoch: int | None = N
         x = MaskedConv1D(
             config.conv_filters, config.conv_kernel, activation="relu", name="char_ngrams"
         )(x)
+    steps_mask = None  # set when pooling makes a new mask the first RNN layer must be given
+    if config.conv_filters and config.conv_pool > 1:
+        x, steps_mask = MaskedMaxPool1D(config.conv_pool, config.padding, name="ngram_pool")(x)
     rnn_class = _CELLS[config.cell]
     for depth, units in enumerate(config.rnn_units, start=1):
         rnn = rnn_class(
@@ -38,7 +41,7 @@ def build_model(config: Config, vocab_size: int, steps_per_epoch: int | None = N
         )
         if config.bidirectional:
             rnn = layers.Bidirectional(rnn, name=f"bi_{config.cell}_{depth}")
-        x = rnn(x)
+        x = rnn(x, mask=steps_mask) if depth == 1 and steps_mask is not None else rnn(x)
     if config.pooling:
         x = MaskedMaxMeanPooling(name="pooling")(x)
     if config.head_dropout:
