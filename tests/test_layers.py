@@ -1,0 +1,67 @@
+"""Our mask-aware layers: a review's output must not depend on how much padding surrounds it."""
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline.config import Config
+from pipeline.model import build_model
+
+LENGTHS = (1, 2, 3, 7, 10)
+
+
+def padded(lengths, width, padding, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.zeros((len(lengths), width), dtype="int32")
+    for row, length in enumerate(lengths):
+        tokens = rng.integers(2, 30, length)
+        if padding == "pre":
+            x[row, width - length :] = tokens
+        else:
+            x[row, :length] = tokens
+    return x
+
+
+@pytest.mark.parametrize("padding", ["pre", "post"])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        dict(conv_filters=8),
+        dict(conv_filters=8, conv_pool=2, pooling=True),
+        dict(conv_filters=8, conv_pool=3, bidirectional=True),
+        dict(pooling=True, cell="gru"),
+    ],
+)
+def test_output_is_the_same_at_every_padded_width(padding, layers):
+    config = Config(embedding_dim=4, rnn_units=(6, 3), padding=padding, **layers)
+    model = build_model(config, vocab_size=30)
+    x = padded(LENGTHS, 12, padding)
+    widest = model(x).numpy().ravel()
+    for row, length in enumerate(LENGTHS):
+        for width in range(length, 12):
+            cut = x[row : row + 1, -width:] if padding == "pre" else x[row : row + 1, :width]
+            assert model(cut).numpy().ravel()[0] == pytest.approx(widest[row], abs=1e-5)
+
+
+def test_an_all_padding_row_gives_a_finite_answer():
+    config = Config(embedding_dim=4, rnn_units=(6, 3), conv_filters=8, conv_pool=2, pooling=True)
+    out = build_model(config, vocab_size=30)(np.zeros((2, 5), dtype="int32")).numpy()
+    assert np.isfinite(out).all()
+
+
+def test_models_with_our_layers_load_in_safe_mode(tmp_path):
+    config = Config(
+        embedding_dim=4,
+        rnn_units=(6, 3),
+        conv_filters=8,
+        conv_pool=2,
+        pooling=True,
+        bidirectional=True,
+    )
+    model = build_model(config, vocab_size=30)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    x = padded(LENGTHS, 12, "pre")
+    np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-6)
+    kinds = {type(layer).__name__ for layer in again.layers}
+    assert {"MaskedConv1D", "MaskedMaxPool1D", "MaskedMaxMeanPooling"} <= kinds
