@@ -58,6 +58,9 @@ ORIGINAL_BATCH = 32
 SEED = 42
 
 
+NOTEBOOK_SIZES = dict(embedding_dim=16, rnn_units=(64, 32), cell="lstm", bidirectional=False,
+                      conv_filters=0, pooling=False)
+
 # -- data ----------------------------------------------------------------------
 
 def read_source(path: Path) -> pd.DataFrame:
@@ -175,29 +178,37 @@ def prepare_ours(x_train: list[str], x_val: list[str], config: Config) -> dict:
             "x_train": tokenizer.encode(x_train), "x_val": tokenizer.encode(x_val)}
 
 
+def timed_fit(model: keras.Model, *args, **kwargs) -> tuple[float, float]:
+    """(seconds for the whole fit, seconds after the first batch): the first batch traces."""
+    marks: list[float] = []
+    clock = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: marks.append(time.perf_counter()))
+    started = time.perf_counter()
+    model.fit(*args, callbacks=[clock], verbose=0, **kwargs)
+    return time.perf_counter() - started, marks[-1] - marks[0]
+
+
 def bench_train(original: dict, ours: dict, y_train: np.ndarray, y_val: np.ndarray,
                 config: Config) -> dict:
-    """One epoch each, as a user gets it: the first batch's tracing is inside the time."""
+    """One epoch each. Throughput is counted after the first batch (graph tracing) for both."""
     rows = len(y_train)
-    started = time.perf_counter()
-    original["model"].fit(original["x_train"], y_train.astype(np.float32),
-                          batch_size=ORIGINAL_BATCH, epochs=1, verbose=0)
-    original_s = time.perf_counter() - started
+    original_s, original_steady = timed_fit(
+        original["model"], original["x_train"], y_train.astype(np.float32),
+        batch_size=ORIGINAL_BATCH, epochs=1)
     _, original_acc = original["model"].evaluate(
         original["x_val"], y_val.astype(np.float32), batch_size=1024, verbose=0)
 
     train_ds = make_dataset(ours["x_train"], y_train, config, config.padding, shuffle=True)
-    started = time.perf_counter()
-    ours["model"].fit(train_ds, epochs=1, verbose=0, shuffle=False)
-    ours_s = time.perf_counter() - started
+    ours_s, ours_steady = timed_fit(ours["model"], train_ds, epochs=1, shuffle=False)
     val_ds = make_dataset(ours["x_val"], y_val, config, config.padding, shuffle=False)
     _, ours_acc = ours["model"].evaluate(val_ds, verbose=0)
 
-    original_rate, ours_rate = rows / original_s, rows / ours_s
+    original_rate = (rows - ORIGINAL_BATCH) / original_steady
+    ours_rate = (rows - min(config.batch_size, rows)) / ours_steady
     print(f"  {rows:,} training rows, {len(y_val):,} validation rows; batch size original "
-          f"{ORIGINAL_BATCH}, ours {config.batch_size}; times include the first batch's tracing")
-    report("fit seconds", original_s, ours_s, "s", lower_is_better=True)
-    report("training samples/s", original_rate, ours_rate, "/s")
+          f"{ORIGINAL_BATCH}, ours {config.batch_size}")
+    report("fit seconds (all)", original_s, ours_s, "s", lower_is_better=True)
+    report("samples/s after batch 1", original_rate, ours_rate, "/s")
     print(f"  {'validation accuracy':<24} original {original_acc:.4f}   ours {ours_acc:.4f}   "
           f"ours - original {100 * (ours_acc - original_acc):+.1f} points")
     return {"train_rows": rows, "val_rows": len(y_val), "original_batch_size": ORIGINAL_BATCH,
@@ -351,6 +362,8 @@ def main() -> None:
     parser.add_argument("--latency-calls", type=int, default=200)
     parser.add_argument("--skip", nargs="*", default=[], choices=STAGES, metavar="STAGE",
                         help=f"stages to leave out: {', '.join(STAGES)}")
+    parser.add_argument("--batch-size", type=int, default=Config().batch_size,
+                        help="our training batch size (default: the pipeline's, %(default)s)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON figures here")
     args = parser.parse_args()
     run = [s for s in STAGES if s not in args.skip]
@@ -360,7 +373,9 @@ def main() -> None:
     print(f"source: {args.source}, {args.lines:,} lines for training and prediction\n")
     results: dict = {"machine": info, "source": str(args.source), "lines": args.lines}
     frame = read_source(args.source)
-    config = Config()
+    # The notebook's sizes with this project's training loop (masking, length buckets, batch
+    # size): the comparison is of the loop and the serving path, at equal architecture.
+    config = Config().replace(**NOTEBOOK_SIZES, batch_size=args.batch_size)
 
     if "preprocess" in run:
         print(f"1. preprocessing all {len(frame):,} lines")
