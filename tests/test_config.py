@@ -6,9 +6,9 @@ from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError
 
 
-def test_defaults_are_the_notebook_recipe_sizes():
+def test_defaults_keep_the_notebooks_input_and_a_stacked_lstm():
     config = load_config()
-    assert (config.maxlen, config.embedding_dim, config.rnn_units) == (100, 16, (64, 32))
+    assert (config.maxlen, config.cell, len(config.rnn_units)) == (100, "lstm", 2)
 
 
 def test_toml_file_then_flags_override_defaults(tmp_path):

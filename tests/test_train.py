@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -17,12 +19,38 @@ def test_builds_every_cell_with_any_input_length(cell, bidirectional):
     assert model.get_layer("embedding").input_dim == 30
 
 
-def test_default_model_is_the_notebook_architecture():
+def test_default_model_is_a_stacked_lstm_over_characters():
     model = build_model(Config(), vocab_size=100)
+    kinds = [type(layer).__name__ for layer in model.layers[1:]]
+    assert kinds == [
+        "Embedding",
+        "SpatialDropout1D",
+        "MaskedConv1D",
+        "MaskedMaxPool1D",
+        "Bidirectional",
+        "Bidirectional",
+        "MaskedMaxMeanPooling",
+        "Dropout",
+        "Dense",
+    ]
+    assert [
+        type(layer.forward_layer).__name__
+        for layer in model.layers
+        if type(layer).__name__ == "Bidirectional"
+    ] == ["LSTM", "LSTM"]
+
+
+def test_the_original_notebook_recipe_is_one_config_away():
+    from pipeline.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "benchmarks" / "configs" / "original_recipe.toml")
+    model = build_model(config, vocab_size=100)
     kinds = [type(layer).__name__ for layer in model.layers[1:]]
     assert kinds == ["Embedding", "LSTM", "LSTM", "Dense"]
     assert [model.layers[2].units, model.layers[3].units] == [64, 32]
     assert model.get_layer("embedding").output_dim == 16
+    assert (config.batch_size, config.epochs, config.mask_padding) == (32, 2, False)
 
 
 def test_shuffled_batches_cover_every_row_once_and_group_similar_lengths():
