@@ -36,36 +36,46 @@ VARIANTS: dict[str, dict] = {
         pooling=True,
     ),
     "bilstm_pool": dict(embedding_dim=64, rnn_units=(64, 32), bidirectional=True, pooling=True),
-    "conv256k5_gru_pool": dict(
+    # the convolution's output max-pooled by 2: half the RNN steps pay for a bidirectional LSTM
+    "conv_pool2_bilstm": dict(
+        embedding_dim=64,
+        conv_filters=128,
+        conv_pool=2,
+        rnn_units=(64, 32),
+        bidirectional=True,
+        pooling=True,
+    ),
+    "conv_pool2_lstm_wide": dict(
+        embedding_dim=64, conv_filters=128, conv_pool=2, rnn_units=(128, 64), pooling=True
+    ),
+    "conv256k5_pool2_bilstm": dict(
         embedding_dim=64,
         conv_filters=256,
         conv_kernel=5,
-        cell="gru",
+        conv_pool=2,
         rnn_units=(64, 32),
+        bidirectional=True,
         pooling=True,
     ),
-    # the convolution's output max-pooled by 2: half the RNN steps pay for a bidirectional LSTM
-    "conv_pool2_bilstm": dict(embedding_dim=64, conv_filters=128, conv_pool=2,
-                              rnn_units=(64, 32), bidirectional=True, pooling=True),
-    "conv_pool2_lstm_wide": dict(embedding_dim=64, conv_filters=128, conv_pool=2,
-                                 rnn_units=(128, 64), pooling=True),
-    "conv256k5_pool2_bilstm": dict(embedding_dim=64, conv_filters=256, conv_kernel=5, conv_pool=2,
-                                   rnn_units=(64, 32), bidirectional=True, pooling=True),
-    "conv_pool2_bilstm_dropout": dict(embedding_dim=64, conv_filters=128, conv_pool=2,
-                                      rnn_units=(64, 32), bidirectional=True, pooling=True,
-                                      spatial_dropout=0.15, head_dropout=0.3),
+    "conv_pool2_bilstm_dropout": dict(
+        embedding_dim=64,
+        conv_filters=128,
+        conv_pool=2,
+        rnn_units=(64, 32),
+        bidirectional=True,
+        pooling=True,
+        spatial_dropout=0.15,
+        head_dropout=0.3,
+    ),
     # for data tokenized with token_unit="jamo", maxlen=250: 7 jamo span ~3 syllables, and
     # pooling by 3 brings the RNN back to about one step per syllable
-    "jamo_conv_pool3_bilstm": dict(embedding_dim=32, conv_filters=128, conv_kernel=7,
-                                   conv_pool=3, rnn_units=(64, 32), bidirectional=True,
-                                   pooling=True),
-    # for data tokenized with token_unit="jamo", maxlen=250: a kernel of 7 jamo spans ~3 syllables
-    "jamo_conv_gru_pool": dict(
+    "jamo_conv_pool3_bilstm": dict(
         embedding_dim=32,
         conv_filters=128,
         conv_kernel=7,
-        cell="gru",
+        conv_pool=3,
         rnn_units=(64, 32),
+        bidirectional=True,
         pooling=True,
     ),
 }

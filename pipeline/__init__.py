@@ -8,7 +8,8 @@ Importing the package is cheap: TensorFlow loads when the first predictor is mad
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer C++ logs (TF 2.21 prints a few anyway)
+# Fewer TensorFlow C++ logs (TF 2.21 still prints a few start-up lines).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __all__ = ["Predictor", "sentiment_predict", "get_predictor", "PipelineError"]
 

@@ -132,7 +132,8 @@ def cmd_predict(args, config) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer C++ logs (TF 2.21 prints a few anyway)
+    # Fewer TensorFlow C++ logs (TF 2.21 still prints a few start-up lines).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         config = load_settings(args)

@@ -164,15 +164,15 @@ def read_record(stage: Stage, config: Config) -> dict | None:
         return None
 
 
-def stage_state(stage: Stage, config: Config) -> tuple[str, str]:
-    """('fresh' | 'stale' | 'missing', why)."""
+def stage_state(stage: Stage, config: Config, digest_parts: tuple[str, dict] | None = None):
+    """('fresh' | 'stale' | 'missing', why); pass the fingerprint if it is already computed."""
     record = read_record(stage, config)
     if record is None:
         return "missing", "never run here"
     missing = [str(p) for p in stage.outputs(config) if not p.exists()]
     if missing:
         return "missing", f"{', '.join(missing)} not found"
-    digest, parts = fingerprint(stage, config)
+    digest, parts = digest_parts or fingerprint(stage, config)
     if digest != record.get("fingerprint"):
         changed = [k for k, v in parts["params"].items() if record["params"].get(k) != v]
         changed += [p for p, h in parts["inputs"].items() if record["inputs"].get(p) != h]
@@ -190,7 +190,9 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def run_stage(stage: Stage, config: Config, quiet: bool = False) -> dict:
+def run_stage(
+    stage: Stage, config: Config, quiet: bool = False, digest_parts: tuple[str, dict] | None = None
+) -> dict:
     """Run one stage now, then record its fingerprint, outputs and result."""
     for path in stage.inputs(config):
         if not path.exists():
@@ -201,7 +203,7 @@ def run_stage(stage: Stage, config: Config, quiet: bool = False) -> dict:
                 else f"source file {path} does not exist; pass --source with the path or URL "
                 "of naver_shopping.txt"
             )
-    digest, parts = fingerprint(stage, config)
+    digest, parts = digest_parts or fingerprint(stage, config)
     started = time.perf_counter()
     result = stage.run(config, quiet)
     record = {
@@ -245,7 +247,9 @@ def run_pipeline(
         for stage in STAGES:
             if stage.name not in names:
                 continue
-            state, why = stage_state(stage, config)
+            # The inputs are final once the stages before this one are done: hash them once.
+            digest_parts = fingerprint(stage, config)
+            state, why = stage_state(stage, config, digest_parts)
             if state == "fresh" and not force:
                 if not quiet:
                     print(f"{stage.name}: skipped ({why})")
@@ -253,7 +257,7 @@ def run_pipeline(
                 continue
             if not quiet:
                 print(f"{stage.name}: running")
-            record = run_stage(stage, config, quiet)
+            record = run_stage(stage, config, quiet, digest_parts)
             if not quiet:
                 print(f"{stage.name}: done in {record['seconds']:.1f} s")
             done.append((stage.name, "ran"))
