@@ -4,7 +4,7 @@ Reads the splits a normal run left (`python -m pipeline run --source ...` up to 
 every named variant through the pipeline's own `train()` and prints one JSON line per variant.
 Only validation figures are printed: the test split is for the chosen setting alone.
 
-    python benchmarks/search.py --data-dir data --variants baseline conv_bigru_pool
+    python benchmarks/search.py --data-dir data --variants defaults conv_bigru_pool
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pipeline.config import load_config
 from pipeline.train import train
 
 VARIANTS: dict[str, dict] = {
-    # the original notebook's sizes, masked and bucketed
-    "baseline": {},
+    # the current defaults of pipeline/config.py (combine with --set to vary one setting)
+    "defaults": {},
     "wide_lstm_pool": dict(embedding_dim=64, rnn_units=(64, 32), pooling=True),
     "conv_lstm_pool": dict(embedding_dim=64, conv_filters=128, rnn_units=(64, 32), pooling=True),
     "conv_gru_pool": dict(
