@@ -90,3 +90,47 @@ class MaskedMaxPool1D(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class JamoEmbedding(layers.Layer):
+    """Each character's jamo embeddings, summed: rare syllables share what their jamo know.
+
+    `table[i]` lists the (up to 3) jamo ids of character index i, 0 for none; it is a constant
+    of the model, saved with its weights, so prediction needs nothing but the model file.
+    """
+
+    def __init__(self, vocab_size: int, jamo_count: int, output_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.jamo_count, self.output_dim = vocab_size, jamo_count, output_dim
+        self.table = self.add_weight(
+            shape=(vocab_size, 3),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+            name="table",
+        )
+        self.embeddings = self.add_weight(
+            shape=(jamo_count + 1, output_dim), initializer="uniform", name="embeddings"
+        )
+        self.supports_masking = True
+
+    def call(self, inputs):
+        ids = ops.take(self.table, inputs, axis=0)  # (batch, steps, 3)
+        vectors = ops.take(self.embeddings, ids, axis=0)  # (batch, steps, 3, dim)
+        present = ops.expand_dims(ops.cast(ids > 0, vectors.dtype), -1)
+        return ops.sum(vectors * present, axis=2)
+
+    def compute_mask(self, inputs, mask=None):
+        return ops.not_equal(inputs, 0)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.output_dim)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "jamo_count": self.jamo_count,
+            "output_dim": self.output_dim,
+        }

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from pipeline.config import Config
-from pipeline.layers import MaskedConv1D, MaskedMaxMeanPooling, MaskedMaxPool1D
+from pipeline.layers import JamoEmbedding, MaskedConv1D, MaskedMaxMeanPooling, MaskedMaxPool1D
 
 _CELLS = {"lstm": layers.LSTM, "gru": layers.GRU, "simplernn": layers.SimpleRNN}
 
 
-def build_model(config: Config, vocab_size: int, steps_per_epoch: int | None = None) -> keras.Model:
+def build_model(
+    config: Config,
+    vocab_size: int,
+    steps_per_epoch: int | None = None,
+    jamo_table: tuple[np.ndarray, int] | None = None,
+) -> keras.Model:
     """Embedding -> [conv] -> stacked RNN -> [max/mean pooling] -> sigmoid, compiled.
 
     Inputs have no fixed length, so training can cut each batch to its longest review; with
@@ -21,6 +27,14 @@ def build_model(config: Config, vocab_size: int, steps_per_epoch: int | None = N
     x = layers.Embedding(
         vocab_size, config.embedding_dim, mask_zero=config.mask_padding, name="embedding"
     )(inputs)
+    if config.jamo_features:
+        if jamo_table is None:
+            raise ValueError("jamo_features needs the tokenizer's jamo_table()")
+        table, jamo_count = jamo_table
+        jamo = JamoEmbedding(vocab_size, jamo_count, config.jamo_features, name="jamo")
+        features = jamo(inputs)
+        jamo.table.assign(table)
+        x = layers.Concatenate(name="char_and_jamo")([x, features])
     if config.spatial_dropout:
         x = layers.SpatialDropout1D(config.spatial_dropout, name="spatial_dropout")(x)
     if config.conv_filters:

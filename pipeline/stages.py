@@ -91,6 +91,7 @@ STAGES: tuple[Stage, ...] = (
         ],
         params=(
             "embedding_dim",
+            "jamo_features",
             "rnn_units",
             "cell",
             "bidirectional",

@@ -111,6 +111,24 @@ class CharTokenizer:
         out[source + np.repeat(shift, kept)] = ids[source]
         return out.reshape(len(texts), self.maxlen)
 
+    def jamo_table(self) -> tuple[np.ndarray, int]:
+        """(vocab_size, 3) jamo ids of each index's character (0 = none), and the jamo count.
+
+        Syllables split into their initial, medial and final jamo; any other character (a
+        standalone jamo, a digit, the space, the OOV token) is a jamo of its own.
+        """
+        self._check_fitted()
+        jamo_ids: dict[str, int] = {}
+        table = np.zeros((self.vocab_size, 3), dtype=np.int32)
+        for token, index in self.word_index_.items():
+            if index >= self.vocab_size:
+                continue
+            parts = unicodedata.normalize("NFD", token) if len(token) == 1 else ""
+            parts = list(parts) if 1 <= len(parts) <= 3 else [token]
+            for slot, part in enumerate(parts):
+                table[index, slot] = jamo_ids.setdefault(part, len(jamo_ids) + 1)
+        return table, len(jamo_ids)
+
     def _normalize(self, texts: Sequence[str]) -> list[str]:
         texts = [t.lower() for t in texts] if self.lower else list(texts)
         if self.unit == "jamo":

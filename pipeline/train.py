@@ -92,7 +92,8 @@ def train(config: Config, quiet: bool = False) -> dict:
         data["x_val"], data["y_val"], config, tokenizer.padding, False, batch_size
     )
     with strategy.scope():
-        model = build_model(config, tokenizer.vocab_size, steps_per_epoch=len(train_ds))
+        jamo_table = tokenizer.jamo_table() if config.jamo_features else None
+        model = build_model(config, tokenizer.vocab_size, len(train_ds), jamo_table)
 
     # The checkpoint lives in a scratch folder: a killed run never touches model.keras.
     scratch = config.artifacts_dir / ".train"

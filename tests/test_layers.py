@@ -65,3 +65,23 @@ def test_models_with_our_layers_load_in_safe_mode(tmp_path):
     np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-6)
     kinds = {type(layer).__name__ for layer in again.layers}
     assert {"MaskedConv1D", "MaskedMaxPool1D", "MaskedMaxMeanPooling"} <= kinds
+
+
+def test_jamo_features_keep_the_contract_and_travel_with_the_model(tmp_path):
+    from pipeline.tokenizer import CharTokenizer
+
+    tok = CharTokenizer(maxlen=12).fit(["각가 나ㅋ1", "한글 좋아요"])
+    config = Config(jamo_features=8, embedding_dim=4, rnn_units=(6, 3))
+    model = build_model(config, tok.vocab_size, jamo_table=tok.jamo_table())
+    x = tok.encode(["각가", "나ㅋ1 한글", ""])
+    widest = model(x).numpy().ravel()
+    for row in range(2):
+        length = int((x[row] > 0).sum())
+        for width in range(length, 12):
+            assert model(x[row : row + 1, -width:]).numpy().ravel()[0] == pytest.approx(
+                widest[row], abs=1e-5
+            )
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(again.get_layer("jamo").table.numpy(), tok.jamo_table()[0])

@@ -120,3 +120,13 @@ def test_jamo_unit_splits_syllables_and_round_trips(tmp_path):
     tok.save(tmp_path / "tok.json")
     again = CharTokenizer.load(tmp_path / "tok.json")
     assert again.unit == "jamo" and again.encode(["가각"]).tolist() == tok.encode(["가각"]).tolist()
+
+
+def test_jamo_table_shares_jamo_between_syllables():
+    tok = CharTokenizer().fit(["각가나 1"])
+    table, count = tok.jamo_table()
+    row = {ch: table[i].tolist() for ch, i in tok.word_index_.items()}
+    assert row["각"][:2] == row["가"][:2] and row["각"][2] > 0 and row["가"][2] == 0
+    assert row["나"][1] == row["가"][1] and row["나"][0] != row["가"][0]  # same vowel ㅏ
+    assert row["1"][1:] == [0, 0] and row["<OOV>"][1:] == [0, 0]
+    assert table.shape == (tok.vocab_size, 3) and count == int(table.max())
