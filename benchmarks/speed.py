@@ -59,7 +59,8 @@ SEED = 42
 
 
 NOTEBOOK_SIZES = dict(embedding_dim=16, rnn_units=(64, 32), cell="lstm", bidirectional=False,
-                      conv_filters=0, pooling=False, spatial_dropout=0.0, head_dropout=0.0)
+                      conv_filters=0, pooling=False, spatial_dropout=0.0, head_dropout=0.0,
+                      jamo_features=0)
 
 # -- data ----------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ class Config:
     # benchmarks/configs/original_recipe.toml.
     embedding_dim: int = 64
     rnn_units: tuple[int, ...] = (64, 32)
-    jamo_features: int = 0  # > 0 adds each character's summed jamo embeddings of this size
+    jamo_features: int = 32  # > 0 adds each character's summed jamo embeddings of this size
     cell: str = "lstm"  # lstm | gru | simplernn
     bidirectional: bool = True
     conv_filters: int = 128  # > 0 puts a character n-gram convolution before the RNN layers

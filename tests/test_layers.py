@@ -33,7 +33,7 @@ def padded(lengths, width, padding, seed=0):
     ],
 )
 def test_output_is_the_same_at_every_padded_width(padding, layers):
-    config = Config(embedding_dim=4, rnn_units=(6, 3), padding=padding, **layers)
+    config = Config(embedding_dim=4, rnn_units=(6, 3), padding=padding, jamo_features=0, **layers)
     model = build_model(config, vocab_size=30)
     x = padded(LENGTHS, 12, padding)
     widest = model(x).numpy().ravel()
@@ -44,7 +44,14 @@ def test_output_is_the_same_at_every_padded_width(padding, layers):
 
 
 def test_an_all_padding_row_gives_a_finite_answer():
-    config = Config(embedding_dim=4, rnn_units=(6, 3), conv_filters=8, conv_pool=2, pooling=True)
+    config = Config(
+        embedding_dim=4,
+        rnn_units=(6, 3),
+        conv_filters=8,
+        conv_pool=2,
+        pooling=True,
+        jamo_features=0,
+    )
     out = build_model(config, vocab_size=30)(np.zeros((2, 5), dtype="int32")).numpy()
     assert np.isfinite(out).all()
 
@@ -57,6 +64,7 @@ def test_models_with_our_layers_load_in_safe_mode(tmp_path):
         conv_pool=2,
         pooling=True,
         bidirectional=True,
+        jamo_features=0,
     )
     model = build_model(config, vocab_size=30)
     model.save(tmp_path / "m.keras")

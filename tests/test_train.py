@@ -11,7 +11,9 @@ from pipeline.train import batch_indices, make_dataset
 @pytest.mark.parametrize("cell", ["lstm", "gru", "simplernn"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_builds_every_cell_with_any_input_length(cell, bidirectional):
-    config = Config(cell=cell, bidirectional=bidirectional, embedding_dim=4, rnn_units=(6, 3))
+    config = Config(
+        cell=cell, bidirectional=bidirectional, embedding_dim=4, rnn_units=(6, 3), jamo_features=0
+    )
     model = build_model(config, vocab_size=30)
     for length in (1, 17, 100):
         out = model(np.ones((2, length), dtype="int32"))
@@ -20,10 +22,15 @@ def test_builds_every_cell_with_any_input_length(cell, bidirectional):
 
 
 def test_default_model_is_a_stacked_lstm_over_characters():
-    model = build_model(Config(), vocab_size=100)
+    from pipeline.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer().fit(["배송 빠르고 좋아요"])
+    model = build_model(Config(), tokenizer.vocab_size, jamo_table=tokenizer.jamo_table())
     kinds = [type(layer).__name__ for layer in model.layers[1:]]
     assert kinds == [
         "Embedding",
+        "JamoEmbedding",
+        "Concatenate",
         "SpatialDropout1D",
         "MaskedConv1D",
         "MaskedMaxPool1D",
@@ -33,11 +40,13 @@ def test_default_model_is_a_stacked_lstm_over_characters():
         "Dropout",
         "Dense",
     ]
-    assert [
-        type(layer.forward_layer).__name__
-        for layer in model.layers
-        if type(layer).__name__ == "Bidirectional"
-    ] == ["LSTM", "LSTM"]
+    bidirectional = [layer for layer in model.layers if type(layer).__name__ == "Bidirectional"]
+    assert [type(layer.forward_layer).__name__ for layer in bidirectional] == ["LSTM", "LSTM"]
+
+
+def test_jamo_features_need_the_tokenizers_table():
+    with pytest.raises(ValueError, match="jamo_table"):
+        build_model(Config(jamo_features=8), vocab_size=30)
 
 
 def test_the_original_notebook_recipe_is_one_config_away():
