@@ -1,0 +1,25 @@
+import pytest
+
+from pipeline.files import atomic_path, sha256_file, write_json_atomic
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "model.keras"
+    target.write_bytes(b"old, good model")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a new mod")
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old, good model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_a_finished_write_replaces_the_file_and_keeps_the_suffix_while_writing(tmp_path):
+    target = tmp_path / "sub" / "metrics.json"
+    with atomic_path(target) as tmp:
+        assert tmp.suffix == ".json" and tmp.parent == target.parent and not target.exists()
+        tmp.write_text("{}", encoding="utf-8")
+    assert target.read_text(encoding="utf-8") == "{}"
+    write_json_atomic(target, {"accuracy": 0.5, "label": "긍정"})
+    assert '"긍정"' in target.read_text(encoding="utf-8")
+    assert len(sha256_file(target)) == 64
