@@ -8,6 +8,9 @@ from pipeline.config import Config
 from pipeline.model import build_model
 
 LENGTHS = (1, 2, 3, 7, 10)
+SMALL_CONV_POOLED = dict(
+    embedding_dim=4, rnn_units=(6, 3), conv_filters=8, conv_pool=2, pooling=True, jamo_features=0
+)
 
 
 def padded(lengths, width, padding, seed=0):
@@ -44,28 +47,13 @@ def test_output_is_the_same_at_every_padded_width(padding, layers):
 
 
 def test_an_all_padding_row_gives_a_finite_answer():
-    config = Config(
-        embedding_dim=4,
-        rnn_units=(6, 3),
-        conv_filters=8,
-        conv_pool=2,
-        pooling=True,
-        jamo_features=0,
-    )
+    config = Config(**SMALL_CONV_POOLED)
     out = build_model(config, vocab_size=30)(np.zeros((2, 5), dtype="int32")).numpy()
     assert np.isfinite(out).all()
 
 
 def test_models_with_our_layers_load_in_safe_mode(tmp_path):
-    config = Config(
-        embedding_dim=4,
-        rnn_units=(6, 3),
-        conv_filters=8,
-        conv_pool=2,
-        pooling=True,
-        bidirectional=True,
-        jamo_features=0,
-    )
+    config = Config(**SMALL_CONV_POOLED, bidirectional=True)
     model = build_model(config, vocab_size=30)
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
