@@ -18,11 +18,12 @@ from pipeline.tokenizer import CharTokenizer, trim_padding
 POOL_BATCHES = 50  # batches sorted together: enough to group similar lengths, little order bias
 
 
-def load_encoded(path: Path) -> dict[str, np.ndarray]:
+def load_encoded(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named arrays of the tokenize stage's .npz (each is read only when asked for)."""
     if not path.is_file():
         raise PipelineError(f"{path} is missing; run `python -m pipeline tokenize` first")
     with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+        return {key: data[key] for key in keys}
 
 
 def batch_indices(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None):
@@ -79,7 +80,7 @@ def train(config: Config, quiet: bool = False) -> dict:
 
     from pipeline.model import build_model
 
-    data = load_encoded(config.encoded_path)
+    data = load_encoded(config.encoded_path, ("x_train", "y_train", "x_val", "y_val"))
     tokenizer = CharTokenizer.load(config.tokenizer_path)
     keras.utils.set_random_seed(config.seed)
     strategy = distribution_strategy(config.distribute)
