@@ -18,18 +18,17 @@ from pipeline.config import OFFICIAL_BLOB_ID, OFFICIAL_SOURCE, Config, load_conf
 from pipeline.download import _verify, download, local_source, partial_path
 from pipeline.errors import PipelineError
 from pipeline.files import git_blob_id
+from tests.conftest import SAMPLE
 from tests.http_server import HTML_PAGE, Fault, FaultyServer, unused_port
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "naver_shopping_sample_2k.txt"
-CUT = 50_000  # bytes sent before a connection is cut or stalls
+# Bytes sent before a connection is cut or stalls: the file takes five cuts to arrive.
+CUT = SAMPLE.stat().st_size * 2 // 9
 TIMEOUT = 0.5  # seconds, connect and read, for the tests that stall the server
 STALL = 2.0  # seconds the server stalls: longer than TIMEOUT
 
 
 @pytest.fixture(scope="module")
 def payload() -> bytes:
-    if not SAMPLE.is_file():
-        pytest.skip(f"real sample data not found at {SAMPLE} (../shared/data beside the repo)")
     return SAMPLE.read_bytes()
 
 
