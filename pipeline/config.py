@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,65 +22,76 @@ OFFICIAL_SOURCE = (
 OFFICIAL_BLOB_ID = "25afff322fd86ee54d7813acedafe4990d83b18c"
 
 
+def setting(default: Any, *stages: str) -> Any:
+    """A Config field that names the stages whose output it changes (none: runtime only).
+
+    Each stage's fingerprint is derived from these names, so a new setting cannot be left out
+    of the stage it changes: a field declared without setting() is refused at import.
+    """
+    return field(default=default, metadata={"stages": stages})
+
+
 @dataclass(frozen=True)
 class Config:
-    """All settings; a stage fingerprints the subset it reads (see stages.py)."""
+    """All settings; each names the stages it changes, which fingerprint it (see stages.py)."""
 
     # where things live
-    data_dir: Path = Path("data")
-    artifacts_dir: Path = Path("artifacts")
+    data_dir: Path = setting(Path("data"))
+    artifacts_dir: Path = setting(Path("artifacts"))
 
     # download
-    source: str = OFFICIAL_SOURCE
-    sha256: str | None = None  # checked for non-official sources when given
-    download_retries: int = 3
-    download_timeout: float = 30.0  # seconds, for connect and for each read
-    download_backoff: float = 1.0  # seconds before the first retry, doubling after
+    source: str = setting(OFFICIAL_SOURCE, "download")
+    sha256: str | None = setting(None, "download")  # checked for non-official sources
+    download_retries: int = setting(3)
+    download_timeout: float = setting(30.0)  # seconds, for connect and for each read
+    download_backoff: float = setting(1.0)  # seconds before the first retry, doubling after
 
     # prepare
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    strict: bool = False  # any malformed line is an error instead of a counted skip
-    seed: int = 42
+    val_fraction: float = setting(0.1, "prepare")
+    test_fraction: float = setting(0.1, "prepare")
+    strict: bool = setting(False, "prepare")  # a malformed line is an error, not a counted skip
+    seed: int = setting(42, "prepare", "train")
 
     # tokenize
-    maxlen: int = 100
-    num_words: int | None = None  # keep only the most frequent characters (legacy Tokenizer rule)
-    oov_token: str = "<OOV>"
-    token_unit: str = "char"  # char | jamo (Hangul syllables split into their jamo)
-    padding: str = "pre"  # Keras' pad_sequences defaults
-    truncating: str = "pre"
+    maxlen: int = setting(100, "tokenize")
+    num_words: int | None = setting(None, "tokenize")  # keep only the most frequent characters
+    oov_token: str = setting("<OOV>", "tokenize")
+    token_unit: str = setting("char", "tokenize")  # char | jamo (syllables split into jamo)
+    padding: str = setting("pre", "tokenize")  # Keras' pad_sequences defaults
+    truncating: str = setting("pre", "tokenize")
 
     # baseline (TF-IDF + logistic regression)
-    baseline_c: float = 1.0  # inverse regularization strength
+    baseline_c: float = setting(1.0, "baseline")  # inverse regularization strength
 
     # model
     # Defaults chosen on validation accuracy within a 5-minute full run on 2 cores
     # (benchmarks/search.py, benchmarks/RESULTS.md); the notebook's recipe is
     # benchmarks/configs/original_recipe.toml.
-    embedding_dim: int = 64
-    rnn_units: tuple[int, ...] = (64, 32)
-    jamo_features: int = 32  # > 0 adds each character's summed jamo embeddings of this size
-    cell: str = "lstm"  # lstm | gru | simplernn
-    bidirectional: bool = True
-    conv_filters: int = 128  # > 0 puts a character n-gram convolution before the RNN layers
-    conv_kernel: int = 3
-    conv_pool: int = 2  # > 1 max-pools the convolution: the RNN takes that many times fewer steps
-    pooling: bool = True  # max and mean over all steps of the last RNN layer, not just its end
-    spatial_dropout: float = 0.15  # drops whole embedding channels
-    dropout: float = 0.0  # on each RNN layer's inputs
-    recurrent_dropout: float = 0.0
-    head_dropout: float = 0.3  # before the output layer
-    mask_padding: bool = True  # the RNN skips padding, so a review's score never depends on it
+    embedding_dim: int = setting(64, "train")
+    rnn_units: tuple[int, ...] = setting((64, 32), "train")
+    jamo_features: int = setting(32, "train")  # > 0 adds each character's summed jamo embeddings
+    cell: str = setting("lstm", "train")  # lstm | gru | simplernn
+    bidirectional: bool = setting(True, "train")
+    conv_filters: int = setting(128, "train")  # > 0 puts a character n-gram convolution first
+    conv_kernel: int = setting(3, "train")
+    conv_pool: int = setting(2, "train")  # > 1 max-pools the convolution: fewer RNN steps
+    pooling: bool = setting(True, "train")  # max and mean over all steps of the last RNN layer
+    spatial_dropout: float = setting(0.15, "train")  # drops whole embedding channels
+    dropout: float = setting(0.0, "train")  # on each RNN layer's inputs
+    recurrent_dropout: float = setting(0.0, "train")
+    head_dropout: float = setting(0.3, "train")  # before the output layer
+    mask_padding: bool = setting(True, "train")  # the RNN skips padding: scores never depend on it
 
     # train
-    epochs: int = 6
-    batch_size: int = 256
-    learning_rate: float = 2e-3
-    lr_schedule: str = "cosine"  # constant | cosine (decays to 0 over all epochs)
-    label_smoothing: float = 0.0
-    patience: int = 2  # epochs without a better validation loss before stopping
-    distribute: str = "none"  # none | mirrored (local GPUs or CPUs) | multi-worker (TF_CONFIG)
+    epochs: int = setting(6, "train")
+    batch_size: int = setting(256, "train")
+    learning_rate: float = setting(2e-3, "train")
+    lr_schedule: str = setting("cosine", "train")  # constant | cosine (to 0 over all epochs)
+    label_smoothing: float = setting(0.0, "train")
+    patience: int = setting(2, "train")  # epochs without a better validation loss before stopping
+    # none | mirrored (local GPUs or CPUs) | multi-worker (TF_CONFIG); the global batch is
+    # batch_size times the replicas, so it changes the model
+    distribute: str = setting("none", "train")
 
     def __post_init__(self) -> None:
         # Accept what TOML, flags and Python callers naturally pass: str paths, list sizes.
@@ -135,6 +146,20 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         _check_names(changes)
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def settings_of(cls, stage: str) -> tuple[str, ...]:
+        """The names of the settings that change `stage`'s output, in field order."""
+        return tuple(f.name for f in fields(cls) if stage in f.metadata["stages"])
+
+
+def _check_every_field_names_its_stages(cls: type = Config) -> None:
+    missing = [f.name for f in fields(cls) if "stages" not in f.metadata]
+    if missing:
+        raise TypeError(f"Config fields {missing} must be declared with setting(default, *stages)")
+
+
+_check_every_field_names_its_stages()
 
 
 def _check_names(values: dict[str, Any]) -> None:

@@ -36,8 +36,12 @@ class Stage:
     run: Callable[[Config, bool], dict]
     inputs: Callable[[Config], list[Path]]
     outputs: Callable[[Config], list[Path]]
-    params: tuple[str, ...]  # the Config fields whose change makes the stage stale
     home: str  # "data_dir" or "artifacts_dir": where the stage keeps its record
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The Config fields whose change makes the stage stale (each field names its stages)."""
+        return Config.settings_of(self.name)
 
     def record_path(self, config: Config) -> Path:
         return getattr(config, self.home) / "stages" / f"{self.name}.json"
@@ -53,7 +57,6 @@ STAGES: tuple[Stage, ...] = (
         download,
         inputs=lambda c: [p] if (p := local_source(c.source)) else [],
         outputs=lambda c: [c.raw_path],
-        params=("source", "sha256"),
         home="data_dir",
     ),
     Stage(
@@ -61,7 +64,6 @@ STAGES: tuple[Stage, ...] = (
         prepare,
         inputs=lambda c: [c.raw_path],
         outputs=_splits,
-        params=("val_fraction", "test_fraction", "strict", "seed"),
         home="data_dir",
     ),
     Stage(
@@ -69,7 +71,6 @@ STAGES: tuple[Stage, ...] = (
         tokenize,
         inputs=_splits,
         outputs=lambda c: [c.tokenizer_path, c.encoded_path],
-        params=("maxlen", "num_words", "oov_token", "token_unit", "padding", "truncating"),
         home="artifacts_dir",
     ),
     Stage(
@@ -77,7 +78,6 @@ STAGES: tuple[Stage, ...] = (
         baseline,
         inputs=_splits,
         outputs=lambda c: [c.artifacts_dir / "baseline.json"],
-        params=("baseline_c",),
         home="artifacts_dir",
     ),
     Stage(
@@ -89,29 +89,6 @@ STAGES: tuple[Stage, ...] = (
             c.artifacts_dir / "history.json",
             c.artifacts_dir / "training_curves.png",
         ],
-        params=(
-            "embedding_dim",
-            "jamo_features",
-            "rnn_units",
-            "cell",
-            "bidirectional",
-            "conv_filters",
-            "conv_kernel",
-            "pooling",
-            "spatial_dropout",
-            "dropout",
-            "recurrent_dropout",
-            "head_dropout",
-            "mask_padding",
-            "epochs",
-            "batch_size",
-            "learning_rate",
-            "lr_schedule",
-            "label_smoothing",
-            "patience",
-            "seed",
-            "distribute",
-        ),
         home="artifacts_dir",
     ),
     Stage(
@@ -127,7 +104,6 @@ STAGES: tuple[Stage, ...] = (
             c.artifacts_dir / "metrics.json",
             c.artifacts_dir / "confusion_matrix.png",
         ],
-        params=(),
         home="artifacts_dir",
     ),
 )
