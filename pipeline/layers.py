@@ -134,3 +134,73 @@ class JamoEmbedding(layers.Layer):
             "jamo_count": self.jamo_count,
             "output_dim": self.output_dim,
         }
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class RightPad(layers.Layer):
+    """Move each review's ids to the start of its row, the padding after them.
+
+    cuDNN's recurrent kernels accept a mask only when every sequence is right-padded. The
+    tokenizer keeps Keras' `pad_sequences` layout (padding 'pre' by default), so the model
+    re-aligns its input itself: the same ids, in the same order, shifted left.
+    """
+
+    def __init__(self, padding: str = "pre", **kwargs):
+        super().__init__(**kwargs)
+        self.padding = padding
+
+    def call(self, ids):
+        if self.padding == "post":
+            return ids
+        real = ops.cast(ops.not_equal(ids, 0), "int32")
+        column = ops.cumsum(ops.ones_like(ids), axis=1) - 1  # 0, 1, 2, ... in every row
+        steps = ops.shape(ids)[1]
+        padding = steps - ops.sum(real, axis=1, keepdims=True)
+        # Output column t takes input column t + padding, wrapping round into the padding.
+        source = column + padding
+        source = ops.where(source < steps, source, source - steps)
+        return ops.take_along_axis(ids, source, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class KeepFirstStep(layers.Layer):
+    """Mark every review's first step as real, so no review reaches an RNN fully masked.
+
+    An empty review would otherwise have an all-false mask, which cuDNN refuses. Its one step
+    reads the padding embedding; `ZeroEmptyReviews` then discards whatever that produced.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        return inputs
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None:
+            return None
+        first = ops.concatenate([ops.ones_like(mask[:, :1]), ops.zeros_like(mask[:, 1:])], axis=1)
+        return ops.logical_or(mask, first)
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class ZeroEmptyReviews(layers.Layer):
+    """Zero the features of reviews with no ids at all: an empty review scores the prior.
+
+    Called on [features, ids]; the output layer then sees only its bias for such a review.
+    """
+
+    def call(self, inputs):
+        features, ids = inputs
+        has_text = ops.any(ops.not_equal(ids, 0), axis=1, keepdims=True)
+        return features * ops.cast(has_text, features.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]

@@ -81,3 +81,57 @@ def test_jamo_features_keep_the_contract_and_travel_with_the_model(tmp_path):
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
     np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-6)
     np.testing.assert_array_equal(again.get_layer("jamo").table.numpy(), tok.jamo_table()[0])
+
+
+def _record_rnn_masks(monkeypatch):
+    """Record the mask every recurrent layer is called with (eagerly, so masks are values)."""
+    seen = []
+    for cls in (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN):
+        original = cls.call
+
+        def call(self, sequences, *args, _original=original, **kwargs):
+            seen.append((self.name, kwargs.get("mask")))
+            return _original(self, sequences, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "call", call)
+    return seen
+
+
+@pytest.mark.parametrize("padding", ["pre", "post"])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        dict(),
+        dict(conv_filters=8, conv_pool=2, pooling=True, bidirectional=True),
+        dict(conv_filters=8, conv_pool=3, cell="gru", jamo_features=0),
+        dict(pooling=False, bidirectional=True, cell="simplernn"),
+    ],
+)
+def test_every_rnn_mask_is_right_padded_and_never_all_false(monkeypatch, padding, layers):
+    """What cuDNN demands of a mask on a GPU, checked on the CPU: text first, then padding,
+    and at least one real step per review (an empty review included)."""
+    from pipeline.tokenizer import CharTokenizer
+
+    settings = dict(embedding_dim=4, rnn_units=(6, 3), jamo_features=4, padding=padding)
+    tok = CharTokenizer(maxlen=12, padding=padding).fit(["각가 나ㅋ1", "한글 좋아요 123"])
+    model = build_model(Config(**{**settings, **layers}), tok.vocab_size, 5, tok.jamo_table())
+    seen = _record_rnn_masks(monkeypatch)
+    x = tok.encode(["각가", "", "나ㅋ1 한글 좋아요 좋아요", "한"])
+    model(x)
+    assert len(seen) >= len(settings["rnn_units"])
+    for name, mask in seen:
+        assert mask is not None, f"{name} got no mask"
+        mask = np.asarray(mask).astype(bool)
+        assert mask.any(axis=1).all(), f"{name}: a review is fully masked"
+        # right-padded: once a step is padding, every later step is padding
+        assert (np.diff(mask.astype(int), axis=1) <= 0).all(), f"{name}: mask not right-padded"
+
+
+def test_an_empty_review_scores_the_output_layers_prior():
+    """Its one forced step is discarded: the head sees zeros, so the score is sigmoid(bias)."""
+    config = Config(**SMALL_CONV_POOLED)
+    model = build_model(config, vocab_size=30)
+    bias = float(model.get_layer("positive").bias.numpy()[0]) + 0.7
+    model.get_layer("positive").bias.assign([bias])
+    out = model(np.zeros((3, 6), dtype="int32")).numpy().ravel()
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-bias)), atol=1e-6)
