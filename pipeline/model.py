@@ -8,8 +8,10 @@ from keras import layers
 
 from pipeline.config import Config
 from pipeline.layers import (
+    HashedNgrams,
     JamoEmbedding,
     KeepFirstStep,
+    MaskedBagMean,
     MaskedConv1D,
     MaskedMaxMeanPooling,
     MaskedMaxPool1D,
@@ -72,6 +74,8 @@ def build_model(
         x = rnn(x, mask=steps_mask) if depth == 1 and steps_mask is not None else rnn(x)
     if config.pooling:
         x = MaskedMaxMeanPooling(name="pooling")(x)
+    if config.ngram_order:
+        x = layers.Concatenate(name="rnn_and_ngrams")([x, _ngram_bag(config, vocab_size, ids)])
     if config.mask_padding:
         x = ZeroEmptyReviews(name="zero_empty")([x, inputs])
     if config.head_dropout:
@@ -84,6 +88,14 @@ def build_model(
         metrics=["accuracy"],
     )
     return model
+
+
+def _ngram_bag(config: Config, vocab_size: int, ids):
+    """The mean of a review's hashed character n-gram vectors (a fastText-style bag)."""
+    ngrams = HashedNgrams(vocab_size, config.ngram_order, config.ngram_buckets, name="ngrams")
+    rows = ngrams(ids)
+    vectors = layers.Embedding(ngrams.table_size, config.ngram_dim, name="ngram_embedding")(rows)
+    return MaskedBagMean(config.ngram_dropout, seed=config.seed, name="ngram_bag")([vectors, rows])
 
 
 def _learning_rate(config: Config, steps_per_epoch: int | None):
