@@ -41,12 +41,13 @@ def test_counts_every_kind_of_bad_line():
             "4\t탭이\t두개".encode(),
             b"2\t\xff\xfe broken",
             ("1\t" + "가" * (LONG_REVIEW_CHARS + 1)).encode(),
+            *[b""] * 100,  # blank lines: one undecodable line in 108 is corruption, not encoding
         ]
     )
     parsed = parse_lines(data)
     c = parsed.counts
     assert (c["no_tab"], c["bad_rating"], c["neutral_rating"]) == (1, 2, 1)
-    assert (c["extra_tab"], c["invalid_utf8"], c["long_review"]) == (1, 1, 1)
+    assert (c["extra_tab"], c["bad_encoding"], c["long_review"]) == (1, 1, 1)
     assert parsed.ratings == [5, 4, 2, 1]  # tab, bad bytes and long reviews are kept
 
 
@@ -68,7 +69,11 @@ def test_strict_mode_names_the_line(line, kind):
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_parser_never_raises_and_counts_add_up(data):
-    parsed = parse_lines(data)
+    try:
+        parsed = parse_lines(data)
+    except PipelineError as exc:  # more than 1% of its lines are not UTF-8: a wrong encoding
+        assert "pass --encoding" in str(exc) or "is an Excel workbook" in str(exc)
+        return
     assert sum(parsed.counts[k] for k in LINE_KINDS) == parsed.counts["lines"]
     assert len(parsed.ratings) == len(parsed.reviews) == parsed.counts["rows"]
     assert all(r in (1, 2, 4, 5) for r in parsed.ratings)
