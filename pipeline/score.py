@@ -82,7 +82,7 @@ def score_file(
                     "rename it"
                 )
             rows = table.rows
-        if not isinstance(predictor, Predictor):
+        if not hasattr(predictor, "predict_proba"):
             predictor = predictor()
         bar.reset(total=path.stat().st_size)  # the model's loading time is not reading time
         bar.update(raw.tell())

@@ -33,7 +33,7 @@ _DELIMITERS = {"csv": ",", "tsv": "\t"}
 # Korean files that are not UTF-8 are nearly always cp949 (what Excel and Windows save on a
 # Korean system); cp949 is a superset of EUC-KR, so it names both.
 _GUESSES = ("utf-8", "cp949")
-_ABOUT = {"cp949": "cp949 (EUC-KR, as Excel saves Korean text)", "utf-8": "UTF-8"}
+_ABOUT = {"cp949": "cp949 (Korean Windows and Excel, a superset of EUC-KR)", "utf-8": "UTF-8"}
 _WORKBOOKS = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")  # .xlsx (a zip) and the old .xls
 
 # A training source may hold a few corrupted lines (they are counted, like other malformed

@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -9,6 +11,7 @@ from pipeline.prepare import (
     SPLITS,
     label_and_clean,
     parse_lines,
+    parse_table,
     prepare,
     read_split,
 )
@@ -148,3 +151,67 @@ def test_file_without_usable_rows_is_an_error(tmp_path):
 def test_missing_raw_file_says_which_stage_to_run(tmp_path):
     with pytest.raises(PipelineError, match="run `python -m pipeline download` first"):
         prepare(tiny_config(tmp_path, "unused"), quiet=True)
+
+
+# -- a source that is not UTF-8 -------------------------------------------------------------------
+def test_a_cp949_copy_is_refused_naming_cp949_and_read_with_it(sample_path):
+    utf8 = sample_path.read_text(encoding="utf-8")
+    cp949 = utf8.encode("cp949", errors="replace")  # the few characters cp949 lacks become '?'
+    with pytest.raises(PipelineError) as info:
+        parse_lines(cp949, name="reviews_cp949.txt")
+    assert str(info.value).startswith("reviews_cp949.txt is not valid UTF-8 (line 1); it looks")
+    assert str(info.value).endswith("so pass --encoding cp949")
+    parsed = parse_lines(cp949, encoding="cp949")
+    expected = parse_lines(cp949.decode("cp949").encode())
+    assert parsed.reviews == expected.reviews and parsed.counts == expected.counts
+    assert parsed.counts["rows"] > 550 and not parsed.counts["bad_encoding"]
+
+
+# -- tables: a text column and a rating or label column ------------------------------------------
+def test_csv_ratings_are_read_as_in_the_original_and_every_bad_row_counted():
+    data = "\n".join(
+        [
+            "id,stars,review",
+            "1,5,좋아요",
+            "2,1,별로",
+            "3,3,보통",  # neutral
+            "4,7,범위밖",  # bad rating
+            "5,,빈 평점",  # bad rating
+            '6,2.0,"두 줄\n리뷰"',  # 2.0 is 2: spreadsheets write whole numbers that way
+            "7,4",  # no review cell
+            "8,4,,extra",  # more cells than the header
+            "9,5,",  # empty review: kept, then dropped as empty after cleaning
+        ]
+    ).encode()
+    parsed = parse_table(data, "csv", "review", rating_column="stars")
+    assert parsed.reviews == ["좋아요", "별로", "두 줄\n리뷰", ""]
+    assert parsed.labels == [1, 0, 0, 1] and parsed.ratings == [5, 1, 2, 5]
+    c = parsed.counts
+    assert (c["neutral_rating"], c["bad_rating"], c["missing_text"], c["bad_row"]) == (1, 2, 1, 1)
+    kinds = ("rows", "bad_row", "bad_rating", "neutral_rating", "bad_label", "missing_text")
+    assert sum(c[k] for k in kinds) == c["lines"] == 9
+
+
+def test_json_lines_labels_and_strict_names_the_line():
+    lines = [
+        {"text": "좋아요", "y": 1},
+        {"text": "별로", "y": 0},
+        {"text": "애매", "y": 2},
+        {"text": "문자", "y": "yes"},
+        {"y": 1},
+        {"text": None, "y": 0},
+    ]
+    data = ("\n".join(json.dumps(r, ensure_ascii=False) for r in lines) + "\nnot json\n").encode()
+    parsed = parse_table(data, "jsonl", "text", label_column="y")
+    assert parsed.reviews == ["좋아요", "별로"] and parsed.labels == [1, 0]
+    c = parsed.counts
+    assert (c["bad_label"], c["missing_text"], c["bad_row"]) == (2, 2, 1)
+    with pytest.raises(PipelineError, match=r"^line 3 has a label that is not 0 or 1; fix"):
+        parse_table(data, "jsonl", "text", label_column="y", strict=True)
+
+
+def test_a_missing_source_column_names_the_columns_and_the_flag():
+    with pytest.raises(PipelineError, match=r"has no column 'score'; its columns are 'review', "):
+        parse_table(b"review,stars\n1,5\n", "csv", "review", rating_column="score")
+    with pytest.raises(PipelineError, match="pass one of them as --text-column"):
+        parse_table(b"review,stars\n1,5\n", "csv", "text", rating_column="stars")
