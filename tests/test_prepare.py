@@ -215,3 +215,19 @@ def test_a_missing_source_column_names_the_columns_and_the_flag():
         parse_table(b"review,stars\n1,5\n", "csv", "review", rating_column="score")
     with pytest.raises(PipelineError, match="pass one of them as --text-column"):
         parse_table(b"review,stars\n1,5\n", "csv", "text", rating_column="stars")
+
+
+def test_prepare_refuses_a_cp949_source_then_reads_it_with_its_encoding(tmp_path, sample_path):
+    """The issue's case: a CP949 copy trained on 155 leftovers of 2,000 lines, silently."""
+    config = tiny_config(tmp_path, "reviews_cp949.txt")
+    config.raw_path.parent.mkdir(parents=True)
+    config.raw_path.write_bytes(sample_path.read_text(encoding="utf-8").encode("cp949", "replace"))
+    with pytest.raises(PipelineError, match=r"^reviews_cp949\.txt is not valid UTF-8 \(line 1\)"):
+        prepare(config, quiet=True)
+    assert not config.processed_dir.exists()
+    counts = prepare(config.replace(encoding="cp949"), quiet=True)
+    same_in_utf8 = tiny_config(tmp_path / "utf8", "reviews.txt")
+    same_in_utf8.raw_path.parent.mkdir(parents=True)
+    same_in_utf8.raw_path.write_bytes(config.raw_path.read_bytes().decode("cp949").encode())
+    assert counts == prepare(same_in_utf8, quiet=True)
+    assert counts["kept"] > 550 and not counts.get("bad_encoding")
