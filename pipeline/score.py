@@ -49,17 +49,20 @@ def score_file(
     checks (format, encoding, columns), so a bad file is refused without loading a model.
     """
     path = Path(path)
-    fmt = fmt or format_from_name(path) or "lines"  # any other name: one review per line
     if not path.is_file():
         raise PipelineError(f"input file {path} does not exist")
+    if fmt is None and path.suffix.lower() == ".json":
+        raise PipelineError(
+            f"{path} may be one JSON document, which is not read; if it holds one JSON object "
+            "a line, pass --format jsonl"
+        )
+    fmt = fmt or format_from_name(path) or "lines"  # any other name: one review per line
     if fmt == "lines" and column is not None:
         raise PipelineError(
             f"{path} is read as plain text, one review per line; --column needs a csv, tsv or "
             "jsonl file (name it so, or pass --format)"
         )
     if fmt in TABLE_FORMATS:
-        if column is None:
-            raise PipelineError(f"pass --column with the name of the review column of {path}")
         if output is not None and format_from_name(output) not in (None, fmt):
             raise PipelineError(
                 f"the scores are written in the input's format ({fmt}); give --output a .{fmt} name"

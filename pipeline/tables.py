@@ -193,10 +193,14 @@ class Table:
     columns: list[str]
     rows: Iterator[tuple[int, list[str] | dict | None]]
 
-    def getter(self, column: str, name: str | Path, flag: str = "--column"):
+    def getter(self, column: str | None, name: str | Path, flag: str = "--column"):
         """A function row -> the row's cell in `column` (None when absent)."""
+        shown = ", ".join(repr(c) for c in self.columns) or "none"
+        if column is None:
+            raise PipelineError(
+                f"pass {flag} naming the review column of {name}; its columns are {shown}"
+            )
         if column not in self.columns:
-            shown = ", ".join(repr(c) for c in self.columns) or "none"
             raise PipelineError(
                 f"{name} has no column {column!r}; its columns are {shown}: pass one of them "
                 f"as {flag}"

@@ -83,18 +83,12 @@ def test_json_lines_keep_every_value_and_count_empty_reviews(trained, predictor,
         {"id": 4, "review": "별로에요 다시는 안 사요", "price": 12.5},
     ]
     source, output = tmp_path / "reviews.jsonl", tmp_path / "scored.jsonl"
-    source.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = cli(
-        "predict",
-        "--input",
-        source,
-        "--column",
-        "review",
-        "--output",
-        output,
-        "--artifacts-dir",
-        trained.artifacts_dir,
-    )
+        "predict", "--input", source, "--column", "review", "--output", output,
+        "--artifacts-dir", trained.artifacts_dir,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "4 reviews scored (2 empty, given the empty review's score)" in result.stdout
     scored = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
@@ -200,7 +194,8 @@ def test_format_flag_wins_over_the_name(predictor, tmp_path):
     [
         ("r.csv", "review,label\n좋아요,1\n", {}, "already has a column named 'label'"),
         ("r.csv", "review\n좋아요\n", {"output": "s.tsv"}, r"input's format \(csv\); .*\.csv name"),
-        ("r.csv", "review\n좋아요\n", {"column": None}, "pass --column"),
+        ("r.csv", "review\n좋아요\n", {"column": None}, "pass --column naming .* are 'review'$"),
+        ("r.json", '[{"review": "좋아요"}]', {}, "one JSON document, .* pass --format jsonl"),
         ("r.txt", "좋아요\n", {}, "read as plain text, one review per line; --column needs"),
         ("r.csv", "a,b\n1,2,3\n", {"column": "a"}, "line 2 of .* has more cells than the header"),
     ],
