@@ -46,6 +46,14 @@ class Config:
     download_timeout: float = setting(30.0)  # seconds, for connect and for each read
     download_backoff: float = setting(1.0)  # seconds before the first retry, doubling after
 
+    # the source's layout: RATING<TAB>REVIEW lines, or a table with a text column and either a
+    # 1-5 rating or a 0/1 label column. The download checks a source by its layout.
+    source_format: str = setting("auto", "download", "prepare")  # auto|ratings|csv|tsv|jsonl
+    text_column: str | None = setting(None, "download", "prepare")
+    rating_column: str | None = setting(None, "prepare")
+    label_column: str | None = setting(None, "prepare")
+    encoding: str = setting("utf-8", "prepare")  # the source's (UTF-8 reads with or without BOM)
+
     # prepare
     val_fraction: float = setting(0.1, "prepare")
     test_fraction: float = setting(0.1, "prepare")
@@ -115,6 +123,13 @@ class Config:
     @property
     def raw_path(self) -> Path:
         return self.data_dir / "raw" / "naver_shopping.txt"
+
+    @property
+    def source_layout(self) -> str:
+        """'ratings', 'csv', 'tsv' or 'jsonl': how the source is read (see tables.source_layout)."""
+        from pipeline.tables import source_layout
+
+        return source_layout(self.source, self.source_format, self.text_column)
 
     @property
     def processed_dir(self) -> Path:
@@ -225,6 +240,26 @@ def _validate(config: Config) -> None:
         raise PipelineError("baseline_c must list at least one positive value")
     if not 0 < config.val_fraction + config.test_fraction < 1:
         raise PipelineError("val_fraction + test_fraction must be between 0 and 1")
+    _validate_source(config)
+
+
+def _validate_source(config: Config) -> None:
+    from pipeline.tables import codec_of
+
+    codec_of(config.encoding)  # an unknown encoding is refused before anything runs
+    layout = config.source_layout
+    columns = (config.rating_column, config.label_column)
+    if layout == "ratings":
+        if any(columns):
+            raise PipelineError(
+                "--rating-column and --label-column need a table source: pass --text-column too"
+            )
+        return
+    if (config.rating_column is None) == (config.label_column is None):
+        raise PipelineError(
+            f"a {layout} source needs --text-column and one of --rating-column (1 to 5) or "
+            "--label-column (0 or 1)"
+        )
 
 
 __all__ = ["Config", "OFFICIAL_SOURCE", "OFFICIAL_BLOB_ID", "load_config"]
