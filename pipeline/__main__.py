@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("reviews", nargs="*", help="reviews to label")
     predict.add_argument("--input", type=Path, help="file with one review per line")
     predict.add_argument("--output", type=Path, help="write label and probability as TSV here")
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write a TensorFlow SavedModel that scores raw review strings (for TF Serving)",
+    )
+    export.add_argument("--output", type=Path, required=True, help="the SavedModel folder")
     return parser
 
 
@@ -141,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd_status(config)
         elif args.command == "predict":
             cmd_predict(args, config)
+        elif args.command == "export":
+            from pipeline.export import export_savedmodel
+
+            export_savedmodel(config, args.output, quiet=args.quiet)
         else:
             from pipeline.stages import STAGE_NAMES, run_pipeline
 
