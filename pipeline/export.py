@@ -8,6 +8,7 @@ prediction path without this package. tests/test_export.py holds the graph equal
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -138,8 +139,14 @@ def serving_function(model, tokenizer: CharTokenizer):
     """
 
     def serve(reviews):
-        probs = model(encode_reviews(reviews, tokenizer), training=False)
-        return {OUTPUT: tf.reshape(tf.cast(probs, tf.float32), [-1])}
+        ids = encode_reviews(reviews, tokenizer)
+        # An empty batch never reaches the model: some layers cannot reshape zero rows.
+        probs = tf.cond(
+            tf.shape(ids)[0] > 0,
+            lambda: tf.reshape(tf.cast(model(ids, training=False), tf.float32), [-1]),
+            lambda: tf.zeros([0], tf.float32),
+        )
+        return {OUTPUT: probs}
 
     return serve
 
@@ -160,7 +167,7 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
     import keras
 
     from pipeline.predict import Predictor
-    from pipeline.stages import library_versions, pipeline_lock, write_manifest
+    from pipeline.stages import library_versions, pipeline_lock
 
     output = Path(output)
     if output.exists() and not (output / "saved_model.pb").is_file():
@@ -168,7 +175,8 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
             f"{output} exists and is not a SavedModel export; choose another --output or "
             "remove it first"
         )
-    with pipeline_lock(config):
+    # Export reads and writes only the artifacts folder: lock that one alone.
+    with pipeline_lock(config.replace(data_dir=config.artifacts_dir)):
         model_path, tokenizer_path = config.model_path, config.tokenizer_path
         predictor = Predictor(config.artifacts_dir)
         sources = {p.name: sha256_file(p) for p in (model_path, tokenizer_path)}
@@ -191,7 +199,7 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
             "versions": library_versions(),
         }
         write_json_atomic(config.artifacts_dir / "export.json", record)
-        write_manifest(config)
+        _add_to_manifest(config.artifacts_dir / "manifest.json", record)
     if not quiet:
         print(f"export written to {output} (signature {SIGNATURE}: {INPUT} -> {OUTPUT})")
     return record
@@ -207,3 +215,17 @@ def _check_against(folder: Path, predictor) -> None:
             f"the exported graph scores differently from Predictor ({got} vs {want}); this is "
             "a bug in pipeline/export.py, please report it"
         )
+
+
+def _add_to_manifest(path: Path, record: dict) -> None:
+    """Set the manifest's export record, keeping the rest as the last run wrote it.
+
+    (write_manifest would restate the settings from this command's flags, which need not be
+    the ones the model was trained with; it includes export.json whenever a stage reruns.)
+    """
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        manifest = None
+    manifest = manifest if isinstance(manifest, dict) else {}
+    write_json_atomic(path, {**manifest, "export": record})
