@@ -148,15 +148,16 @@ _any_char = st.characters(codec=None, exclude_categories=())  # surrogates inclu
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(st.one_of(_interesting, _any_char)))
-def test_cleaning_in_the_graph_matches_python_on_any_text(text):
-    assert clean_in_graph([text.encode("utf-8", "surrogatepass")]) == [clean_text(text)]
+@given(st.lists(st.text(st.one_of(_interesting, _any_char)), max_size=4))
+def test_cleaning_in_the_graph_matches_python_on_any_text(texts):
+    raw = [text.encode("utf-8", "surrogatepass") for text in texts]
+    assert clean_in_graph(raw) == [clean_text(text) for text in texts]
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary())
+@given(st.lists(st.binary(), max_size=4))
 def test_cleaning_in_the_graph_matches_python_on_any_bytes(raw):
-    assert clean_in_graph([raw]) == [clean_text(raw.decode("utf-8", "replace"))]
+    assert clean_in_graph(raw) == [clean_text(r.decode("utf-8", "replace")) for r in raw]
 
 
 # -- the exported model against Predictor, in a process that cannot import pipeline -------------
