@@ -208,7 +208,7 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
 def _check_against(folder: Path, predictor) -> None:
     """Load the written SavedModel back and hold it to Predictor on a few reviews."""
     serve = tf.saved_model.load(str(folder)).signatures[SIGNATURE]
-    got = serve(tf.constant(CHECK_REVIEWS))[OUTPUT].numpy()
+    got = serve(reviews=tf.constant(CHECK_REVIEWS))[OUTPUT].numpy()
     want = predictor.predict_proba(CHECK_REVIEWS)
     if not np.allclose(got, want, rtol=0, atol=1e-5):
         raise PipelineError(
