@@ -350,3 +350,10 @@ def test_an_output_that_is_not_an_export_is_refused_untouched(project, existing)
         export.export_savedmodel(tiny_config(project, "unused"), output, quiet=True)
     kept = output / "notes.txt" if existing == "folder" else output
     assert kept.read_text(encoding="utf-8") == "keep me"
+
+
+def test_a_missing_artifacts_folder_is_a_clear_error_and_is_not_created(tmp_path):
+    config = tiny_config(tmp_path, "unused")
+    with pytest.raises(PipelineError, match="artifacts does not exist; train a model"):
+        export.export_savedmodel(config, tmp_path / "export", quiet=True)
+    assert list(tmp_path.iterdir()) == []
