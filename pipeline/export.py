@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,9 @@ def lookup_table(tokenizer: CharTokenizer) -> np.ndarray:
     return table
 
 
-def pad_rows(ids: tf.Tensor, rows: tf.Tensor, batch: tf.Tensor, tokenizer: CharTokenizer):
+def pad_rows(
+    ids: tf.Tensor, rows: tf.Tensor, batch: tf.Tensor, tokenizer: CharTokenizer
+) -> tf.Tensor:
     """Flat ids with their rows -> (batch, maxlen) int32, truncated and padded on its sides."""
     maxlen = tokenizer.maxlen
     ragged = tf.RaggedTensor.from_value_rowids(ids, rows, nrows=batch)
@@ -132,7 +135,7 @@ def encode_reviews(reviews: tf.Tensor, tokenizer: CharTokenizer) -> tf.Tensor:
     return pad_rows(ids, rows, tf.shape(reviews, out_type=tf.int64)[0], tokenizer)
 
 
-def serving_function(model, tokenizer: CharTokenizer):
+def serving_function(model, tokenizer: CharTokenizer) -> Callable[[tf.Tensor], dict]:
     """The signature's body: raw reviews -> {positive_probability}; full maxlen-padded rows.
 
     The model is a black box over the padded id matrix; its scores do not depend on padding.
@@ -170,6 +173,11 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
     from pipeline.stages import library_versions, pipeline_lock
 
     output = Path(output)
+    if not config.artifacts_dir.is_dir():
+        raise PipelineError(
+            f"{config.artifacts_dir} does not exist; train a model with `python -m pipeline run` "
+            "or pass the --artifacts-dir it was trained into"
+        )
     if output.exists() and not (output / "saved_model.pb").is_file():
         raise PipelineError(
             f"{output} exists and is not a SavedModel export; choose another --output or "
