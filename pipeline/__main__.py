@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--encoding", default="utf-8", help="the --input's encoding (default utf-8), e.g. cp949"
     )
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write a TensorFlow SavedModel that scores raw review strings (for TF Serving)",
+    )
+    export.add_argument("--output", type=Path, required=True, help="the SavedModel folder")
     return parser
 
 
@@ -167,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd_status(config)
         elif args.command == "predict":
             cmd_predict(args, config)
+        elif args.command == "export":
+            from pipeline.export import export_savedmodel
+
+            export_savedmodel(config, args.output, quiet=args.quiet)
         else:
             from pipeline.stages import STAGE_NAMES, run_pipeline
 

@@ -212,6 +212,11 @@ def write_manifest(config: Config) -> None:
         "versions": library_versions(),
         "stages": {s.name: read_record(s, config) for s in STAGES},
     }
+    # The last `export` (pipeline/export.py) keeps its own record; it is not a stage.
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        manifest["export"] = json.loads(
+            (config.artifacts_dir / "export.json").read_text(encoding="utf-8")
+        )
     write_json_atomic(config.artifacts_dir / "manifest.json", manifest)
 
 
