@@ -18,6 +18,7 @@ from pipeline.layers import (
     RightPad,
     ZeroEmptyReviews,
 )
+from pipeline.optimizers import SparseAdam
 
 _CELLS = {"lstm": layers.LSTM, "gru": layers.GRU, "simplernn": layers.SimpleRNN}
 
@@ -83,7 +84,7 @@ def build_model(
     outputs = layers.Dense(1, activation="sigmoid", name="positive")(x)
     model = keras.Model(inputs, outputs, name="char_rnn")
     model.compile(
-        optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)),
+        optimizer=SparseAdam(_learning_rate(config, steps_per_epoch)),
         loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
