@@ -16,10 +16,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,72 +95,65 @@ def strategy_for(name: str, cluster_timeout: float = 300.0):
     if name != "multi-worker":
         return tf.distribute.get_strategy(), None
     cluster = read_tf_config()
-    with _deadline(cluster, cluster_timeout), peer_failures(cluster):
-        # Waits until every worker has started the same command; TensorFlow's coordination
-        # service then checks their heartbeats, so a worker that dies is noticed in seconds.
+    _coordinate(cluster, cluster_timeout)
+    with peer_failures(cluster, joining_within=cluster_timeout):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     return strategy, cluster
 
 
-@contextlib.contextmanager
-def _deadline(cluster: Cluster, seconds: float) -> Iterator[None]:
-    """End the process with one sentence if the cluster has not formed within `seconds`.
+def _coordinate(cluster: Cluster, timeout: float) -> None:
+    """Set up TensorFlow's coordination service as the strategy would, with a deadline.
 
-    The first worker waits for the others inside TensorFlow's C++ code, which no exception or
-    signal (not even Ctrl-C) interrupts, so a watchdog thread ends the process itself.
+    The strategy's own setup waits forever, deaf even to Ctrl-C, for a worker that never
+    starts; registering through a barrier with a timeout makes that a DeadlineExceededError
+    naming the missing workers. The service also checks every worker's heartbeat, so one that
+    dies or hangs later is reported within seconds.
     """
-    formed = threading.Event()
+    from tensorflow.python.eager import context
 
-    def watch() -> None:
-        if formed.wait(seconds):
-            return
-        silent = [n for n, a in zip(cluster.names, cluster.addresses, strict=True) if not _up(a)]
-        who = ", ".join(n for n in silent if n != cluster.me) or "the other workers"
-        print(
-            f"error: {who} could not be reached within {seconds:.0f} s (cluster_timeout); "
-            "start every worker with the same command and its own TF_CONFIG, and check the "
-            "addresses and firewalls",
-            file=sys.stderr,
-            flush=True,
-        )
-        os._exit(1)  # nothing is written yet: training has not started
-
-    threading.Thread(target=watch, daemon=True).start()
-    try:
-        yield
-    finally:
-        formed.set()
-
-
-def _up(address: str) -> bool:
-    """Whether something listens at host:port (a started worker does)."""
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
-            return True
-    except (OSError, ValueError):
-        return False
+    leader = cluster.names[0].split()[0]  # the chief, else worker 0
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=f"/job:{leader}/replica:0/task:0",
+        cluster_register_timeout_in_ms=int(timeout * 1000),
+    )
+    context.context().coordination_service.cluster_register_with_barrier = True
 
 
 @contextlib.contextmanager
-def peer_failures(cluster: Cluster | None) -> Iterator[None]:
-    """Turn TensorFlow's errors about an unreachable or dead worker into one sentence."""
+def peer_failures(cluster: Cluster | None, joining_within: float | None = None) -> Iterator[None]:
+    """Turn TensorFlow's errors about an unreachable or dead worker into one sentence.
+
+    `joining_within`: the cluster is forming, and this many seconds were given to it.
+    """
     try:
         yield
     except Exception as exc:
         if cluster is None or type(exc).__name__ not in PEER_ERRORS:
             raise
-        # TensorFlow names tasks /job:worker/replica:0/task:1; the unhealthy list comes first.
+        # TensorFlow names tasks /job:worker/replica:0/task:1; the unhealthy or timed-out
+        # ones are listed last, after the task that noticed.
         text = str(exc)
-        text = text[text.find("unhealthy") :] if "unhealthy" in text else text
+        for marker in ("unhealthy", "timed out task names", "remote target"):
+            if marker in text:
+                text = text[text.find(marker) :]
+                break
         tasks = re.findall(r"/job:(chief|worker)/(?:replica:\d+/)?task:(\d+)", text)
         named = [f"{role} {index} " for role, index in tasks]
         who = [n for n in cluster.others() if any(n.startswith(t) for t in named)]
-        raise PipelineError(
-            f"{', '.join(who[:1] or cluster.others())} stopped responding "
-            f"({type(exc).__name__}), so training stopped and model.keras was left as it was; "
-            "restart every worker with the same command"
-        ) from None
+        who = ", ".join(who or cluster.others())
+        if joining_within is not None:
+            message = (
+                f"{who} could not be reached within {joining_within:.0f} s (cluster_timeout); "
+                "start every worker with the same command and its own TF_CONFIG, and check the "
+                "addresses"
+            )
+        else:
+            message = (
+                f"{who} stopped responding ({type(exc).__name__}), so training stopped and "
+                "model.keras was left as it was; restart every worker with the same command"
+            )
+        raise PipelineError(message) from None
 
 
 def check_same_inputs(strategy, cluster: Cluster, config: Config) -> None:
@@ -201,18 +192,29 @@ def save_as_worker(model) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def replica_parts(
+    lengths: np.ndarray, batch_size: int, replicas: int, rng: np.random.Generator | None
+) -> list[list[np.ndarray]]:
+    """Every step's rows for each replica: a global batch of batch_size x replicas rows of
+    similar lengths, split into `replicas` parts whose sizes differ by at most one.
+
+    Every row is used once. A last batch with fewer rows than replicas joins the batch before
+    it, so no replica ever gets an empty part.
+    """
+    steps = batch_indices(lengths, batch_size * replicas, rng, replicas)
+    return [np.array_split(index, replicas) for index in steps]
+
+
 def distributed_dataset(
     x: np.ndarray, y: np.ndarray, config: Config, padding: str, shuffle: bool, strategy
 ):
     """Per-replica (batch, labels, weights) for a tf.distribute strategy, and steps per epoch.
 
-    Every worker builds the same global batches (batch_size x replicas rows of similar lengths,
-    shuffled from the same seed) and keeps only its own replicas' parts of each: each worker
-    reads its own shard, and all run the same number of steps. Nothing is dropped: a global
-    batch that does not split evenly gives some replicas one row more than others, and a last
-    batch with fewer rows than replicas joins the batch before it. Each part is cut to its own
-    longest review. Each row's weight is 1 / the rows in its global batch, so summing weighted
-    losses across replicas gives the global batch's mean loss exactly.
+    Every worker computes the same steps (same data, same seed) and reads only its own
+    replicas' parts of each: each worker reads its own shard, all run the same number of steps,
+    and no review is dropped. Each part is cut to its own longest review. A row weighs
+    1 / the rows of its global batch, so the weighted losses summed over replicas are the
+    global batch's mean loss, however unevenly its rows split.
     """
     import tensorflow as tf
 
@@ -222,9 +224,8 @@ def distributed_dataset(
             f"{len(x)} reviews cannot give each of {replicas} replicas a batch; "
             "use more data or fewer replicas"
         )
-    global_batch = config.batch_size * replicas
     lengths = np.count_nonzero(x, axis=1)
-    steps = len(batch_indices(lengths, global_batch, None, replicas))
+    steps = len(replica_parts(lengths, config.batch_size, replicas, None))
     rng = np.random.default_rng(config.seed) if shuffle else None
 
     def dataset_fn(context):
@@ -232,9 +233,9 @@ def distributed_dataset(
         first = context.input_pipeline_id * local
 
         def parts() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-            for index in batch_indices(lengths, global_batch, rng, replicas):
-                weight = np.float32(1 / len(index))
-                for part in np.array_split(index, replicas)[first : first + local]:
+            for step in replica_parts(lengths, config.batch_size, replicas, rng):
+                weight = np.float32(1 / sum(len(part) for part in step))
+                for part in step[first : first + local]:
                     batch, labels = labelled_batch(x, y, part, lengths, config, padding)
                     yield batch, labels, np.full(len(part), weight, dtype=np.float32)
 

@@ -99,8 +99,9 @@ def train(config: Config, quiet: bool = False) -> dict | None:
 
     data = load_encoded(config.encoded_path, ("x_train", "y_train", "x_val", "y_val"))
     tokenizer = CharTokenizer.load(config.tokenizer_path)
-    keras.utils.set_random_seed(config.seed)
+    # First: a cluster must be set up before TensorFlow starts its runtime.
     strategy, cluster = distributed.strategy_for(config.distribute, config.cluster_timeout)
+    keras.utils.set_random_seed(config.seed)
     replicas = strategy.num_replicas_in_sync
     if cluster:
         distributed.check_same_inputs(strategy, cluster, config)
