@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             done = run_pipeline(config, names, force=force, quiet=args.quiet)
             where = f"data in {config.data_dir}/, model and reports in {config.artifacts_dir}/"
             if ("train", "worker") in done:  # a multi-worker run's other workers write nothing
-                where = "this worker's part of training is finished; the chief writes the model"
+                where = "this worker's part of training is finished; the chief wrote the model"
             if not args.quiet:
                 print(f"done: {where}")
     except PipelineError as exc:

@@ -192,6 +192,23 @@ def save_as_worker(model) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def finish_together(cluster: Cluster, timeout: float) -> None:
+    """Wait until every worker has done its part, the chief's being to write the model.
+
+    A worker that exits 0 has thus seen the chief's model written; if the chief dies first,
+    the worker fails naming it. The chief's work is done by then: a worker that vanishes at
+    this point changes nothing, so the chief does not wait for stragglers.
+    """
+    from tensorflow.python.eager import context
+
+    try:
+        with peer_failures(cluster):
+            context.context().wait_at_barrier("train-written", int(timeout * 1000))
+    except PipelineError:
+        if not cluster.chief:
+            raise
+
+
 def replica_parts(
     lengths: np.ndarray, batch_size: int, replicas: int, rng: np.random.Generator | None
 ) -> list[list[np.ndarray]]:

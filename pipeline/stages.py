@@ -268,7 +268,7 @@ def run_pipeline(
             record = run_stage(stage, config, quiet, digest_parts)
             if record is None:  # a worker's part ends here: the chief writes and goes on
                 if not quiet:
-                    print(f"{stage.name}: done as a worker; the chief writes the outputs")
+                    print(f"{stage.name}: done as a worker; the chief wrote the outputs")
                 done.append((stage.name, "worker"))
                 break
             if not quiet:

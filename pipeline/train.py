@@ -144,6 +144,7 @@ def train(config: Config, quiet: bool = False) -> dict | None:
         seconds = time.perf_counter() - started
         if cluster and not cluster.chief:
             distributed.save_as_worker(model)
+            distributed.finish_together(cluster, config.cluster_timeout)
             return None
         with atomic_path(config.model_path) as tmp:
             model.save(tmp)
@@ -164,6 +165,8 @@ def train(config: Config, quiet: bool = False) -> dict | None:
     }
     write_json_atomic(config.artifacts_dir / "history.json", {**summary, "history": history})
     plot_curves(history, config.artifacts_dir / "training_curves.png")
+    if cluster:
+        distributed.finish_together(cluster, config.cluster_timeout)
     return summary
 
 

@@ -161,7 +161,7 @@ def test_two_workers_train_one_model_that_only_the_chief_writes(cluster, tmp_pat
     # The other worker wrote nothing under a final name, and its throwaway save is gone.
     assert {p.name for p in other.iterdir()} <= {"tokenizer.json", ".lock"}
     assert list((two.home(1) / "tmp").iterdir()) == []
-    assert "the chief writes the model" in two.output(1)
+    assert "the chief wrote the model" in two.output(1)
 
     # The model loads in safe mode, and a review's score does not depend on its batch.
     predictor = Predictor(chief)
