@@ -18,7 +18,6 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from pipeline.train import batch_indices, labelled_batch
 ROLES = ("chief", "worker")  # the tasks that train; TF_CONFIG may name others (evaluator, ps)
 # TensorFlow's errors when a peer is gone: its socket closed, its heartbeats stopped, a deadline.
 PEER_ERRORS = ("UnavailableError", "DeadlineExceededError", "AbortedError", "CancelledError")
+LOGS = ["accuracy", "loss", "val_accuracy", "val_loss"]  # what an epoch reports, as under fit
 
 
 @dataclass(frozen=True)
@@ -315,15 +315,19 @@ def fit(model, strategy, config: Config, train, val, callbacks, verbose: bool) -
     model.stop_training = False
     callbacks.on_train_begin()
     for epoch in range(config.epochs):
-        if verbose:
+        bar = None
+        if verbose:  # Keras' own progress bar, as fit shows it
             print(f"Epoch {epoch + 1}/{config.epochs}", flush=True)
+            bar = keras.utils.Progbar(
+                steps, verbose=1 if sys.stdout.isatty() else 2, stateful_metrics=LOGS
+            )
         callbacks.on_epoch_begin(epoch)
-        started = time.perf_counter()
-        totals = np.zeros(3)
+        totals = np.zeros(3)  # loss, correct, reviews: summed over replicas and steps
         for step in range(steps):
             totals += train_run(train_it).numpy()
             callbacks.on_train_batch_end(step)
-        seconds = time.perf_counter() - started
+            if bar:
+                bar.update(step + 1, [("accuracy", totals[1] / totals[2])], finalize=False)
         val_totals = sum(val_run(val_it).numpy() for _ in range(val_steps))
         logs = {
             "accuracy": totals[1] / totals[2],
@@ -333,12 +337,10 @@ def fit(model, strategy, config: Config, train, val, callbacks, verbose: bool) -
         }
         for key, value in logs.items():
             history.setdefault(key, []).append(float(value))
-        if verbose:
-            line = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-            print(f"{steps}/{steps} - {seconds:.0f}s - {line}", flush=True)
+        if bar:
+            bar.update(steps, list(logs.items()), finalize=True)
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     callbacks.on_train_end()
-    sys.stdout.flush()
     return history

@@ -223,6 +223,17 @@ def test_a_worker_that_never_starts_is_named_within_the_cluster_timeout(cluster)
     assert not (two.home(0) / "artifacts" / "model.keras").exists()
 
 
+def test_workers_with_different_settings_refuse_to_train(cluster):
+    """Different data or settings would give the workers different steps: refused up front."""
+    two = cluster()
+    workers = [two.start(0), two.start(1, "--epochs", "3")]
+    for index, worker in enumerate(workers):
+        assert worker.wait(timeout=WAIT) == 1, two.output(index)[-3000:]
+        (line,) = error_lines(two, index)
+        assert "prepared data, tokenizer or training settings differ" in line
+    assert not (two.home(0) / "artifacts" / "model.keras").exists()
+
+
 def test_tf_config_is_checked_before_anything_starts(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(PipelineError, match="needs TF_CONFIG"):
