@@ -11,8 +11,8 @@ tokenize), then trains from copies of that data, each run in fresh processes:
                       each with its own TF_CONFIG on 127.0.0.1 ports and its own copy of the data
 
 and prints, for each, the wall time of the whole command (process start to exit, the slowest
-worker for two), the train stage's own training seconds and its best validation accuracy, then
-one JSON line with everything. Both workers share this machine's cores, so this measures what
+worker for two), the train stage's training seconds, samples per second in its fastest epoch,
+and validation accuracy and loss at its best epoch, then one JSON line with everything. Both workers share this machine's cores, so this measures what
 the multi-worker machinery costs and that it trains the same model, not a speed-up (that needs
 workers on separate machines).
 """
@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared/data/nsmc_reviews_200k.txt"
@@ -85,7 +87,8 @@ def run(commands: list[list[str]], envs: list[dict]) -> float:
 
 def summary(artifacts: Path, wall: float) -> dict:
     result = json.loads((artifacts / "history.json").read_text(encoding="utf-8"))
-    keys = ("workers", "replicas", "epochs_run", "train_seconds", "val_accuracy", "val_loss")
+    keys = ("workers", "replicas", "epochs_run", "train_seconds", "train_samples_per_second")
+    keys += ("val_accuracy", "val_loss")
     return {"wall_seconds": round(wall, 1), **{k: result[k] for k in keys}}
 
 
@@ -106,6 +109,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="multiworker-") as tmp:
         root = Path(tmp)
         config = prepare(args.source, args.lines, args.config, root)
+        with np.load(config.encoded_path) as encoded:
+            results["rows"] = {"train": len(encoded["y_train"]), "val": len(encoded["y_val"])}
         wide = str(config.batch_size * 2)
 
         data, artifacts = copy_prepared(config, root / "one")
@@ -134,12 +139,18 @@ def main() -> None:
         wall = run(commands, envs)
         results["two workers"] = summary(root / "worker0" / "artifacts", wall)
 
+    rows = results["rows"]
     print(f"source: {args.source}, first {args.lines:,} lines; config {args.config}")
-    print(f"{'run':<24}{'wall s':>8}{'train s':>9}{'epochs':>8}{'val acc':>9}{'val loss':>10}")
+    print(f"{rows['train']:,} training and {rows['val']:,} validation reviews")
+    print(
+        f"{'run':<24}{'wall s':>8}{'train s':>9}{'samples/s':>11}{'epochs':>8}"
+        f"{'val acc':>9}{'val loss':>10}"
+    )
     for name in ("one process", "one process, 2x batch", "two workers"):
         r = results[name]
         print(
-            f"{name:<24}{r['wall_seconds']:>8.1f}{r['train_seconds']:>9.1f}{r['epochs_run']:>8}"
+            f"{name:<24}{r['wall_seconds']:>8.1f}{r['train_seconds']:>9.1f}"
+            f"{r['train_samples_per_second']:>11}{r['epochs_run']:>8}"
             f"{r['val_accuracy']:>9.4f}{r['val_loss']:>10.4f}"
         )
     print(json.dumps(results))
