@@ -12,9 +12,9 @@ tokenize), then trains from copies of that data, each run in fresh processes:
 
 and prints, for each, the wall time of the whole command (process start to exit, the slowest
 worker for two), the train stage's training seconds, samples per second in its fastest epoch,
-and validation accuracy and loss at its best epoch, then one JSON line with everything. Both workers share this machine's cores, so this measures what
-the multi-worker machinery costs and that it trains the same model, not a speed-up (that needs
-workers on separate machines).
+and validation accuracy and loss at its best epoch, then one JSON line with everything. Both
+workers share this machine's cores, so this measures what the multi-worker machinery costs and
+that it trains the same model, not a speed-up (that needs workers on separate machines).
 """
 
 from __future__ import annotations
