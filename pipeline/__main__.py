@@ -183,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
 
             names = STAGE_NAMES if args.command == "run" else (args.command,)
             force = args.command != "run" or args.force  # a single stage command always reruns it
-            run_pipeline(config, names, force=force, quiet=args.quiet)
+            done = run_pipeline(config, names, force=force, quiet=args.quiet)
+            where = f"data in {config.data_dir}/, model and reports in {config.artifacts_dir}/"
+            if ("train", "worker") in done:  # a multi-worker run's other workers write nothing
+                where = "this worker's part of training is finished; the chief wrote the model"
             if not args.quiet:
-                where = f"data in {config.data_dir}/, model and reports in {config.artifacts_dir}/"
                 print(f"done: {where}")
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -108,6 +108,8 @@ class Config:
     # none | mirrored (local GPUs or CPUs) | multi-worker (TF_CONFIG); the global batch is
     # batch_size times the replicas, so it changes the model
     distribute: str = setting("none", "train")
+    # seconds a multi-worker run waits for every worker of TF_CONFIG to start
+    cluster_timeout: float = setting(300.0)
 
     def __post_init__(self) -> None:
         # Accept what TOML, flags and Python callers naturally pass: str paths, list sizes.
@@ -230,6 +232,8 @@ def _validate(config: Config) -> None:
         raise PipelineError(f"token_unit must be char or jamo, not {config.token_unit!r}")
     if config.padding not in ("pre", "post") or config.truncating not in ("pre", "post"):
         raise PipelineError("padding and truncating must each be 'pre' or 'post'")
+    if config.cluster_timeout <= 0:
+        raise PipelineError("cluster_timeout must be a positive number of seconds")
     if config.maxlen < 1 or config.epochs < 1 or config.batch_size < 1:
         raise PipelineError("maxlen, epochs and batch_size must be positive")
     if not config.rnn_units or any(u < 1 for u in config.rnn_units):
