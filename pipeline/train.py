@@ -143,11 +143,11 @@ def train(config: Config, quiet: bool = False) -> dict | None:
             history = _fit(model, config, train_ds, val_ds, [timer, early_stopping], quiet)
         seconds = time.perf_counter() - started
         if cluster and not cluster.chief:
-            distributed.save_as_worker(model)
+            distributed.save_as_worker(for_inference(model))
             distributed.finish_together(cluster, config.cluster_timeout)
             return None
         with atomic_path(config.model_path) as tmp:
-            model.save(tmp)
+            for_inference(model).save(tmp)
 
     history = {k: [float(v) for v in values] for k, values in history.items()}
     best = int(np.argmin(history["val_loss"]))
@@ -168,6 +168,17 @@ def train(config: Config, quiet: bool = False) -> dict | None:
     if cluster:
         distributed.finish_together(cluster, config.cluster_timeout)
     return summary
+
+
+def for_inference(model):
+    """The trained model without its optimizer: the same layers and weights, an uncompiled model.
+
+    Adam keeps two moments per weight; saved along, they would triple model.keras for nothing
+    a predictor uses.
+    """
+    import keras
+
+    return keras.Model(model.inputs, model.outputs, name=model.name)
 
 
 def _fit(model, config: Config, train_ds, val_ds, callbacks: list, quiet: bool) -> dict:

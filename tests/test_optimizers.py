@@ -75,11 +75,23 @@ def test_training_reaches_the_sparse_path_for_the_ngram_table(monkeypatch):
     assert isinstance(model.optimizer, SparseAdam)
 
 
-def test_models_compiled_with_sparse_adam_save_and_load(tmp_path):
+def test_the_saved_model_carries_no_optimizer_state(tmp_path):
+    """model.keras is for prediction: Adam's two moments per weight would triple its size."""
     from pipeline.config import Config
     from pipeline.model import build_model
+    from pipeline.train import for_inference
 
-    model = build_model(Config(embedding_dim=4, rnn_units=(4,), jamo_features=0), vocab_size=20)
-    model.save(tmp_path / "m.keras")
-    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
-    assert isinstance(again.optimizer, SparseAdam)
+    config = Config(embedding_dim=4, rnn_units=(4,), jamo_features=0, ngram_order=2, ngram_dim=8)
+    model = build_model(config, vocab_size=20)
+    x = np.random.default_rng(3).integers(0, 20, size=(16, 9)).astype("int32")
+    model.fit(x, np.arange(16) % 2, epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "compiled.keras")
+    for_inference(model).save(tmp_path / "model.keras")
+    again = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert getattr(again, "optimizer", None) is None
+    np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-6)
+    saved, compiled = (
+        (tmp_path / "model.keras").stat().st_size,
+        (tmp_path / "compiled.keras").stat().st_size,
+    )
+    assert saved < compiled / 2
