@@ -97,6 +97,9 @@ class Config:
     ngram_buckets: int = setting(2**18, "train")
     ngram_dim: int = setting(32, "train")
     ngram_dropout: float = setting(0.0, "train")  # each n-gram dropped in training
+    # With the bag on, the RNN and the bag also each answer alone in training, their losses
+    # weighted by this beside the model's (0: off; nothing changes at prediction time).
+    branch_loss_weight: float = setting(0.0, "train")
 
     # train
     epochs: int = setting(6, "train")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from pipeline.config import Config
 from pipeline.layers import (
@@ -75,20 +75,69 @@ def build_model(
         x = rnn(x, mask=steps_mask) if depth == 1 and steps_mask is not None else rnn(x)
     if config.pooling:
         x = MaskedMaxMeanPooling(name="pooling")(x)
+    rnn_features = x
     if config.ngram_order:
-        x = layers.Concatenate(name="rnn_and_ngrams")([x, _ngram_bag(config, vocab_size, ids)])
+        ngram_features = _ngram_bag(config, vocab_size, ids)
+        x = layers.Concatenate(name="rnn_and_ngrams")([x, ngram_features])
     if config.mask_padding:
         x = ZeroEmptyReviews(name="zero_empty")([x, inputs])
     if config.head_dropout:
         x = layers.Dropout(config.head_dropout, name="head_dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="positive")(x)
+    loss = keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing)
+    metrics = ["accuracy"]
+    if config.ngram_order and config.branch_loss_weight:
+        # Each branch also answers alone, and is scored on it: neither can lean on the other
+        # (without this the n-grams, which learn fastest, leave the RNN little to learn).
+        # These answers exist for training only; `train.for_inference` keeps `positive`.
+        rnn_alone = layers.Dropout(config.head_dropout, name="rnn_alone_dropout")(rnn_features)
+        answers = [
+            outputs,
+            layers.Dense(1, activation="sigmoid", name="rnn_alone")(rnn_alone),
+            layers.Dense(1, activation="sigmoid", name="ngrams_alone")(ngram_features),
+        ]
+        outputs = layers.Concatenate(name="with_branch_answers")(answers)
+        loss = WithBranchLosses(config.branch_loss_weight, config.label_smoothing)
+        metrics = [keras.metrics.MeanMetricWrapper(answer_accuracy, name="accuracy")]
     model = keras.Model(inputs, outputs, name="char_rnn")
     model.compile(
-        optimizer=SparseAdam(_learning_rate(config, steps_per_epoch)),
-        loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
+        optimizer=SparseAdam(_learning_rate(config, steps_per_epoch)), loss=loss, metrics=metrics
     )
     return model
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class WithBranchLosses(keras.losses.Loss):
+    """Cross-entropy of the model's answer (column 0) plus `weight` times each branch's own."""
+
+    def __init__(self, weight: float, label_smoothing: float = 0.0, **kwargs):
+        kwargs.setdefault("name", "with_branch_losses")
+        super().__init__(**kwargs)
+        self.weight, self.label_smoothing = weight, label_smoothing
+
+    def call(self, y_true, y_pred):
+        y_true = ops.broadcast_to(
+            ops.reshape(ops.cast(y_true, y_pred.dtype), (-1, 1)), ops.shape(y_pred)
+        )
+        # one cross-entropy per column: (batch, answers)
+        each = keras.losses.binary_crossentropy(
+            ops.expand_dims(y_true, -1),
+            ops.expand_dims(y_pred, -1),
+            label_smoothing=self.label_smoothing,
+        )
+        return each[:, 0] + self.weight * ops.sum(each[:, 1:], axis=1)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "weight": self.weight,
+            "label_smoothing": self.label_smoothing,
+        }
+
+
+def answer_accuracy(y_true, y_pred):
+    """Accuracy of the model's own answer, the first column when branch answers follow it."""
+    return keras.metrics.binary_accuracy(ops.reshape(y_true, (-1, 1)), y_pred[:, :1])
 
 
 def _ngram_bag(config: Config, vocab_size: int, ids):

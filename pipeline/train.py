@@ -171,14 +171,14 @@ def train(config: Config, quiet: bool = False) -> dict | None:
 
 
 def for_inference(model):
-    """The trained model without its optimizer: the same layers and weights, an uncompiled model.
+    """The model a predictor needs: its `positive` answer, without the optimizer's state.
 
-    Adam keeps two moments per weight; saved along, they would triple model.keras for nothing
-    a predictor uses.
+    The same layers and weights, uncompiled. Adam keeps two moments per weight: saved along,
+    they would triple model.keras for nothing a predictor uses; so would training-only heads.
     """
     import keras
 
-    return keras.Model(model.inputs, model.outputs, name=model.name)
+    return keras.Model(model.input, model.get_layer("positive").output, name=model.name)
 
 
 def _fit(model, config: Config, train_ds, val_ds, callbacks: list, quiet: bool) -> dict:

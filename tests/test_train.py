@@ -138,3 +138,53 @@ def test_mirrored_training_on_two_logical_cpus_keeps_the_contract(trained, tmp_p
     assert predictor.predict_proba(["가" * 100, review, "별로"])[1] == pytest.approx(
         alone, abs=1e-5
     )
+
+
+BRANCHED = dict(
+    embedding_dim=4,
+    rnn_units=(4,),
+    conv_filters=4,
+    jamo_features=0,
+    ngram_order=3,
+    ngram_buckets=64,
+    ngram_dim=4,
+    branch_loss_weight=0.3,
+)
+
+
+def test_branch_losses_add_each_branchs_own_cross_entropy():
+    from pipeline.model import WithBranchLosses
+
+    y = np.array([1.0, 0.0])
+    answers = np.array([[0.9, 0.6, 0.2], [0.3, 0.5, 0.1]], dtype="float32")
+
+    def bce(label, p):
+        return -(label * np.log(p) + (1 - label) * np.log(1 - p))
+
+    expected = [
+        bce(t, row[0]) + 0.5 * (bce(t, row[1]) + bce(t, row[2]))
+        for t, row in zip(y, answers, strict=True)
+    ]
+    got = WithBranchLosses(0.5)(y, answers)  # the mean over the batch
+    assert float(got) == pytest.approx(np.mean(expected), rel=1e-5)
+
+
+def test_the_branch_answers_train_but_the_saved_model_gives_one_answer(tmp_path):
+    import keras
+
+    from pipeline.train import for_inference
+
+    model = build_model(Config(**BRANCHED), vocab_size=30, steps_per_epoch=4)
+    x = np.random.default_rng(0).integers(0, 30, (32, 8)).astype("int32")
+    model.fit(x, np.arange(32) % 2, epochs=1, batch_size=8, verbose=0)
+    assert tuple(model(x).shape) == (32, 3)  # the model's answer, the RNN's, the n-grams'
+    for_inference(model).save(tmp_path / "model.keras")
+    saved = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
+    np.testing.assert_allclose(saved(x).numpy(), model(x).numpy()[:, :1], atol=1e-6)
+    names = {layer.name for layer in saved.layers}
+    assert "positive" in names and not names & {"rnn_alone", "ngrams_alone"}
+
+
+def test_without_the_ngram_bag_there_are_no_branch_answers():
+    model = build_model(Config(**{**BRANCHED, "ngram_order": 0}), vocab_size=30)
+    assert tuple(model(np.ones((2, 5), dtype="int32")).shape) == (2, 1)
