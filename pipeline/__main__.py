@@ -1,4 +1,4 @@
-"""Command line: python -m pipeline COMMAND (run, one stage by name, predict, status)."""
+"""Command line: python -m pipeline COMMAND (run, one stage by name, predict, serve, status)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("reviews", nargs="*", help="reviews to label")
     predict.add_argument("--input", type=Path, help="file with one review per line")
     predict.add_argument("--output", type=Path, help="write label and probability as TSV here")
+
+    serve = commands.add_parser(
+        "serve", parents=[common], help="serve /predict, /explain and a web page over HTTP"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (%(default)s)")
     return parser
 
 
@@ -141,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd_status(config)
         elif args.command == "predict":
             cmd_predict(args, config)
+        elif args.command == "serve":
+            from pipeline.serve import serve
+
+            serve(config, args.host, args.port, quiet=args.quiet)
         else:
             from pipeline.stages import STAGE_NAMES, run_pipeline
 

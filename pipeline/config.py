@@ -93,6 +93,13 @@ class Config:
     # batch_size times the replicas, so it changes the model
     distribute: str = setting("none", "train")
 
+    # serve (runtime only: limits and batching of `python -m pipeline serve`)
+    serve_max_reviews: int = setting(1000)  # reviews in one /predict request (more: 413)
+    serve_max_explain_reviews: int = setting(20)  # each costs about maxlen model rows
+    serve_max_body_bytes: int = setting(1 << 20)  # request body size (more: 413)
+    serve_max_batch: int = setting(512)  # reviews gathered into one model batch
+    serve_batch_wait_ms: float = setting(2.0)  # how long a batch waits for more requests
+
     def __post_init__(self) -> None:
         # Accept what TOML, flags and Python callers naturally pass: str paths, list sizes.
         for f in fields(self):
@@ -209,6 +216,10 @@ def _validate(config: Config) -> None:
         raise PipelineError("maxlen, epochs and batch_size must be positive")
     if not config.rnn_units or any(u < 1 for u in config.rnn_units):
         raise PipelineError("rnn_units must list at least one positive layer size")
+    limits = ("serve_max_reviews", "serve_max_explain_reviews", "serve_max_body_bytes",
+              "serve_max_batch")
+    if any(getattr(config, name) < 1 for name in limits) or config.serve_batch_wait_ms < 0:
+        raise PipelineError(f"{', '.join(limits)} must be positive and serve_batch_wait_ms >= 0")
     if not 0 < config.val_fraction + config.test_fraction < 1:
         raise PipelineError("val_fraction + test_fraction must be between 0 and 1")
 

@@ -133,6 +133,11 @@ def test_runtime_only_settings_are_the_known_few():
         "download_retries",
         "download_timeout",
         "download_backoff",
+        "serve_max_reviews",
+        "serve_max_explain_reviews",
+        "serve_max_body_bytes",
+        "serve_max_batch",
+        "serve_batch_wait_ms",
     }
 
 
