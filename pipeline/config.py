@@ -216,8 +216,12 @@ def _validate(config: Config) -> None:
         raise PipelineError("maxlen, epochs and batch_size must be positive")
     if not config.rnn_units or any(u < 1 for u in config.rnn_units):
         raise PipelineError("rnn_units must list at least one positive layer size")
-    limits = ("serve_max_reviews", "serve_max_explain_reviews", "serve_max_body_bytes",
-              "serve_max_batch")
+    limits = (
+        "serve_max_reviews",
+        "serve_max_explain_reviews",
+        "serve_max_body_bytes",
+        "serve_max_batch",
+    )
     if any(getattr(config, name) < 1 for name in limits) or config.serve_batch_wait_ms < 0:
         raise PipelineError(f"{', '.join(limits)} must be positive and serve_batch_wait_ms >= 0")
     if not 0 < config.val_fraction + config.test_fraction < 1:

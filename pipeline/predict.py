@@ -177,6 +177,10 @@ class _Forward:
             self._xla = tf.function(
                 lambda x: model(x, training=False), input_signature=[spec], jit_compile=True
             )
+            # Trace both here, in one thread: tracing one Keras model from two threads at once
+            # breaks it. XLA then compiles per shape at run time, with no tracing.
+            graph.get_concrete_function()
+            self._xla.get_concrete_function()
 
     def width(self, longest: int, maxlen: int) -> int:
         """Columns to keep for a batch whose longest review has `longest` ids."""

@@ -130,7 +130,7 @@ def test_streaming_never_materializes_its_input(predictor):
     assert [p for _, p in first[:2]] == pytest.approx(expected.tolist(), abs=1e-6)
 
 
-def test_xla_path_matches_the_graph_for_every_shape_and_batch(predictor, sample_path):
+def test_xla_path_scores_like_the_graph_in_padded_recurring_shapes(predictor, sample_path):
     """jit_compile pads to recurring shapes and compiles them; scores must not move."""
     lines = sample_path.read_text(encoding="utf-8").splitlines()[:9]
     texts = [line.split("\t", 1)[1] for line in lines] + ["좋아요 " * 80]  # 8 + 2 rows
@@ -139,7 +139,7 @@ def test_xla_path_matches_the_graph_for_every_shape_and_batch(predictor, sample_
     np.testing.assert_allclose(jit.predict_proba(texts), expected, atol=1e-6)  # graph, queued
     assert jit.wait_for_compiles(timeout=300)
     shapes = jit._forward._ready
-    assert shapes, "nothing was compiled"
+    assert jit._forward.jit_compile and shapes, "XLA failed or compiled nothing"
     maxlen = jit.tokenizer.maxlen
     for rows, width in shapes:
         assert rows & (rows - 1) == 0 and rows <= 8
