@@ -99,6 +99,9 @@ class Config:
     serve_max_body_bytes: int = setting(1 << 20)  # request body size (more: 413)
     serve_max_batch: int = setting(512)  # reviews gathered into one model batch
     serve_batch_wait_ms: float = setting(2.0)  # how long a batch waits for more requests
+    # TensorFlow threads per model call in the service (0: one per core). One leaves the other
+    # cores to HTTP; small batches gain little from splitting each LSTM step anyway.
+    serve_model_threads: int = setting(1)
 
     def __post_init__(self) -> None:
         # Accept what TOML, flags and Python callers naturally pass: str paths, list sizes.
@@ -224,6 +227,8 @@ def _validate(config: Config) -> None:
     )
     if any(getattr(config, name) < 1 for name in limits) or config.serve_batch_wait_ms < 0:
         raise PipelineError(f"{', '.join(limits)} must be positive and serve_batch_wait_ms >= 0")
+    if config.serve_model_threads < 0:
+        raise PipelineError("serve_model_threads must be 0 (one per core) or more")
     if not 0 < config.val_fraction + config.test_fraction < 1:
         raise PipelineError("val_fraction + test_fraction must be between 0 and 1")
 

@@ -21,6 +21,7 @@ from pipeline.tokenizer import CharTokenizer, trim_padding
 POSITIVE, NEGATIVE = "긍정", "부정"  # the original notebook's labels
 DEFAULT_ARTIFACTS = Path("artifacts")
 LENGTH_STEP = 8  # with jit_compile, batch widths are rounded up to a multiple of this
+CALL_COST = 256  # what one more model call costs, in padded cells (rows x width) of compute
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,28 @@ class Predictor:
         order = np.argsort(lengths, kind="stable")
         probs = np.empty(len(encoded), dtype=np.float32)
         for start in range(0, len(encoded), self.batch_size):
-            index = order[start : start + self.batch_size]
-            batch = encoded[index]
-            if self._trim:
-                width = self._forward.width(int(lengths[index].max()), encoded.shape[1])
-                batch = trim_padding(batch, width, self.tokenizer.padding)
-            probs[index] = self._forward(batch)
+            chunk = order[start : start + self.batch_size]
+            if not self._trim:
+                probs[chunk] = self._forward(encoded[chunk])
+                continue
+            # A chunk of very different lengths (a service's micro-batch) runs as a few calls,
+            # each cut to its own longest review, when that costs less than one wide call.
+            for lo, hi in self._forward.split(lengths[chunk]):
+                index = chunk[lo:hi]
+                width = self._forward.width(int(lengths[index[-1]]), encoded.shape[1])
+                probs[index] = self._forward(
+                    trim_padding(encoded[index], width, self.tokenizer.padding)
+                )
         return probs
+
+    def xla_status(self) -> dict:
+        """Whether XLA is on, and how many shapes are compiled and still queued."""
+        forward = self._forward
+        return {
+            "enabled": forward.jit_compile,
+            "compiled_shapes": len(forward._ready),
+            "queued_shapes": len(forward._queued),
+        }
 
     def wait_for_compiles(self, timeout: float | None = None) -> bool:
         """Block until every shape seen so far is XLA-compiled (jit_compile only); True if so."""
@@ -188,10 +204,36 @@ class _Forward:
             return max(longest, 1)
         return min(max(-(-longest // LENGTH_STEP), 1) * LENGTH_STEP, maxlen)
 
+    def rows(self, count: int) -> int:
+        """Rows a batch of `count` reviews is run with: the next power of two under XLA."""
+        return 1 << (count - 1).bit_length() if self.jit_compile else count
+
+    def split(self, lengths: np.ndarray) -> list[tuple[int, int]]:
+        """Cut ascending `lengths` into runs, one call each, minimizing the estimated cost.
+
+        A call costs its rows times its width, plus CALL_COST for being a call at all; cuts are
+        tried only where the width (in steps of LENGTH_STEP) changes, so this is a tiny search.
+        """
+        steps = -(-lengths // LENGTH_STEP)
+        edges = [0, *(np.flatnonzero(np.diff(steps)) + 1).tolist(), len(lengths)]
+        best = [0.0] + [float("inf")] * (len(edges) - 1)
+        cut = [0] * len(edges)
+        for j in range(1, len(edges)):
+            width = int(steps[edges[j] - 1]) * LENGTH_STEP
+            for i in range(j):
+                cost = best[i] + self.rows(edges[j] - edges[i]) * width + CALL_COST
+                if cost < best[j]:
+                    best[j], cut[j] = cost, i
+        runs, j = [], len(edges) - 1
+        while j:
+            runs.append((edges[cut[j]], edges[j]))
+            j = cut[j]
+        return runs[::-1]
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         rows = len(batch)
         if self.jit_compile:
-            shape = (1 << (rows - 1).bit_length(), batch.shape[1])
+            shape = (self.rows(rows), batch.shape[1])
             if shape in self._ready:
                 if shape[0] > rows:
                     batch = np.concatenate([batch, np.repeat(batch[:1], shape[0] - rows, 0)])

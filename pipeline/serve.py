@@ -363,6 +363,7 @@ def model_info(scorer: Scorer, config: Config) -> dict[str, Any]:
             "max_body_bytes": config.serve_max_body_bytes,
             "max_batch": config.serve_max_batch,
             "batch_wait_ms": config.serve_batch_wait_ms,
+            "model_threads": config.serve_model_threads,
         },
     }
 
@@ -457,6 +458,7 @@ def create_app(config: Config) -> FastAPI:
             "batches": scorer.batches,
             "requests": scorer.requests,
             "queued": scorer.queued(),
+            "xla": scorer.predictor.xla_status(),
         }
 
     @app.get("/info")
@@ -483,12 +485,22 @@ def listen(host: str, port: int) -> socket.socket:
         ) from None
 
 
+def set_model_threads(threads: int) -> None:
+    """TensorFlow's threads per op, before its runtime starts (0 leaves its default)."""
+    if threads:
+        import tensorflow as tf
+
+        with contextlib.suppress(RuntimeError):  # already started (the service in a test)
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+
+
 def serve(config: Config, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> None:
     """Serve until interrupted (Ctrl+C or SIGTERM)."""
     import uvicorn
 
     sock = listen(host, port)
     try:
+        set_model_threads(config.serve_model_threads)
         app = create_app(config)
     except BaseException:
         sock.close()
