@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import collections
+import concurrent.futures
 import functools
 import logging
 import os
@@ -22,6 +24,7 @@ POSITIVE, NEGATIVE = "긍정", "부정"  # the original notebook's labels
 DEFAULT_ARTIFACTS = Path("artifacts")
 LENGTH_STEP = 8  # with jit_compile, batch widths are rounded up to a multiple of this
 CALL_COST = 256  # what one more model call costs, in padded cells (rows x width) of compute
+IN_FLIGHT = 2  # model calls running at once
 
 log = logging.getLogger(__name__)
 
@@ -105,24 +108,37 @@ class Predictor:
         return self.tokenizer.encode(clean_texts(_as_text_list(texts)))
 
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
-        """Positive-class probabilities of encoded rows, scored in length-sorted batches."""
+        """Positive-class probabilities of encoded rows, scored in length-sorted batches.
+
+        Two batches are in flight at once (the model releases the GIL), so one's Python glue
+        and the other's compute overlap and a second core is used even when an op is small.
+        """
+        probs = np.empty(len(encoded), dtype=np.float32)
+        pending: collections.deque = collections.deque()
+        for index, batch in self._batches(encoded):
+            if len(pending) == IN_FLIGHT:
+                done, future = pending.popleft()
+                probs[done] = future.result()
+            pending.append((index, _pool().submit(self._forward, batch)))
+        for done, future in pending:
+            probs[done] = future.result()
+        return probs
+
+    def _batches(self, encoded: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(row indices, their padded batch) in length order, each cut to its longest review."""
         lengths = np.count_nonzero(encoded, axis=1)
         order = np.argsort(lengths, kind="stable")
-        probs = np.empty(len(encoded), dtype=np.float32)
         for start in range(0, len(encoded), self.batch_size):
             chunk = order[start : start + self.batch_size]
             if not self._trim:
-                probs[chunk] = self._forward(encoded[chunk])
+                yield chunk, encoded[chunk]
                 continue
             # A chunk of very different lengths (a service's micro-batch) runs as a few calls,
             # each cut to its own longest review, when that costs less than one wide call.
             for lo, hi in self._forward.split(lengths[chunk]):
                 index = chunk[lo:hi]
                 width = self._forward.width(int(lengths[index[-1]]), encoded.shape[1])
-                probs[index] = self._forward(
-                    trim_padding(encoded[index], width, self.tokenizer.padding)
-                )
-        return probs
+                yield index, trim_padding(encoded[index], width, self.tokenizer.padding)
 
     def xla_status(self) -> dict:
         """Whether XLA is on, and how many shapes are compiled and still queued."""
@@ -304,6 +320,12 @@ class _Compiler:
                     forward._idle.notify_all()
         self._jobs.put(None)
         thread.join()
+
+
+@functools.cache
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads model calls run on, shared by every predictor."""
+    return concurrent.futures.ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="predict")
 
 
 _COMPILER = _Compiler()
