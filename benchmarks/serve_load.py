@@ -311,6 +311,13 @@ def main() -> None:
         action="store_true",
         help="also run with micro-batching off (serve_max_batch = 1)",
     )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="service settings (TOML values), e.g. serve_model_threads=0",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
@@ -329,8 +336,10 @@ def main() -> None:
     }
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     jobs = load_requests(args.source, args.requests, args.seed)
-    settings = {} if args.wait_ms is None else {"serve_batch_wait_ms": args.wait_ms}
-    results: dict = {"machine": info, "source": str(args.source)}
+    settings = dict(item.split("=", 1) for item in args.set)
+    if args.wait_ms is not None:
+        settings["serve_batch_wait_ms"] = args.wait_ms
+    results: dict = {"machine": info, "source": str(args.source), "settings": settings}
     # Reference answers first (in this process; the service runs alone while measured).
     in_process, expected = measure_in_process(args, jobs)
     results["in_process"] = in_process
