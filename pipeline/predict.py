@@ -205,13 +205,13 @@ class _Forward:
         graph = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         self._graph = lambda x: graph(tf.constant(x)).numpy()
         self.jit_compile = jit_compile
+        # Trace here, in one thread: tracing one Keras model from two threads at once breaks
+        # it, and calls run on a pool. XLA then compiles per shape at run time, not tracing.
+        graph.get_concrete_function()
         if jit_compile:
             self._xla = tf.function(
                 lambda x: model(x, training=False), input_signature=[spec], jit_compile=True
             )
-            # Trace both here, in one thread: tracing one Keras model from two threads at once
-            # breaks it. XLA then compiles per shape at run time, with no tracing.
-            graph.get_concrete_function()
             self._xla.get_concrete_function()
 
     def width(self, longest: int, maxlen: int) -> int:
