@@ -41,8 +41,24 @@ def _settings_parser() -> argparse.ArgumentParser:
     return common
 
 
+def _source_parser() -> argparse.ArgumentParser:
+    """How to read the training source: its layout, columns and encoding."""
+    source = argparse.ArgumentParser(add_help=False)
+    source.add_argument(
+        "--source-format",
+        choices=["auto", "ratings", "csv", "tsv", "jsonl"],
+        help="ratings (RATING<TAB>REVIEW lines) or a table; auto: a table when --text-column is "
+        "given, its format from the source's name",
+    )
+    source.add_argument("--text-column", help="the review column of a csv, tsv or jsonl source")
+    source.add_argument("--rating-column", help="its 1-5 rating column (> 3 positive, 3 dropped)")
+    source.add_argument("--label-column", help="or its label column (1 positive, 0 negative)")
+    source.add_argument("--encoding", help="the source's encoding (default utf-8), e.g. cp949")
+    return source
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = _settings_parser()
+    common, source = _settings_parser(), _source_parser()
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
         description="Korean shopping-review sentiment: download -> prepare -> tokenize -> train "
@@ -50,23 +66,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", parents=[common], help="run every stage that is not fresh")
+    run = commands.add_parser(
+        "run", parents=[common, source], help="run every stage that is not fresh"
+    )
     run.add_argument("--force", action="store_true", help="rerun every stage, fresh or not")
     run.add_argument("--strict", action="store_true", help="stop at the first malformed line")
     for name, text in STAGE_HELP.items():
-        stage = commands.add_parser(name, parents=[common], help=f"rerun one stage: {text}")
+        stage = commands.add_parser(name, parents=[common, source], help=f"rerun one stage: {text}")
         if name == "prepare":
             stage.add_argument(
                 "--strict", action="store_true", help="stop at the first malformed line"
             )
     commands.add_parser(
-        "status", parents=[common], help="show each stage as fresh, stale or missing"
+        "status", parents=[common, source], help="show each stage as fresh, stale or missing"
     )
 
     predict = commands.add_parser("predict", parents=[common], help="label reviews")
     predict.add_argument("reviews", nargs="*", help="reviews to label")
-    predict.add_argument("--input", type=Path, help="file with one review per line")
-    predict.add_argument("--output", type=Path, help="write label and probability as TSV here")
+    predict.add_argument(
+        "--input", type=Path, help="a CSV, TSV or JSONL file (with --column), or one review a line"
+    )
+    predict.add_argument(
+        "--output", type=Path, help="where to write it with label and probability added"
+    )
+    predict.add_argument("--column", help="the review column of a CSV, TSV or JSONL --input")
+    predict.add_argument(
+        "--format",
+        choices=["csv", "tsv", "jsonl", "lines"],
+        help="the --input's format when its name does not say (.csv .tsv .jsonl .txt)",
+    )
+    predict.add_argument(
+        "--encoding", default="utf-8", help="the --input's encoding (default utf-8), e.g. cp949"
+    )
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write a TensorFlow SavedModel that scores raw review strings (for TF Serving)",
+    )
+    export.add_argument("--output", type=Path, required=True, help="the SavedModel folder")
 
     serve = commands.add_parser(
         "serve", parents=[common], help="serve /predict, /explain and a web page over HTTP"
@@ -90,6 +128,11 @@ def load_settings(args: argparse.Namespace):
         seed=args.seed,
         distribute=args.distribute,
         strict=getattr(args, "strict", False) or None,
+        **{
+            name: getattr(args, name, None)
+            for name in ("source_format", "text_column", "rating_column", "label_column")
+        },
+        encoding=args.encoding if args.command != "predict" else None,
     )
 
 
@@ -102,39 +145,29 @@ def cmd_status(config) -> None:
 
 
 def cmd_predict(args, config) -> None:
-    from tqdm.auto import tqdm
-
-    from pipeline.files import atomic_path
     from pipeline.predict import Predictor
+    from pipeline.score import score_file
 
     if bool(args.reviews) == bool(args.input):
         raise PipelineError("give reviews as arguments or one --input file, not both or neither")
-    predictor = Predictor(config.artifacts_dir)
     if args.reviews:
-        results = predictor.predict_stream(args.reviews)
+        results = Predictor(config.artifacts_dir).predict_stream(args.reviews)
         for review, (label, prob) in zip(args.reviews, results, strict=True):
             print(f"{label}\t{prob:.4f}\t{review}")
         return
-    if not args.input.is_file():
-        raise PipelineError(f"input file {args.input} does not exist")
-    with args.input.open(encoding="utf-8", errors="replace") as fh:
-        lines = (
-            line.rstrip("\r\n")
-            for line in tqdm(
-                fh, desc="predict", unit=" reviews", disable=args.quiet or args.output is None
-            )
-        )
-        results = predictor.predict_stream(lines)
-        if args.output is None:
-            for label, prob in results:
-                print(f"{label}\t{prob:.4f}")
-            return
-        with atomic_path(args.output) as tmp, tmp.open("w", encoding="utf-8") as out:
-            out.write("label\tprobability\n")
-            for label, prob in results:
-                out.write(f"{label}\t{prob:.6f}\n")
-    if not args.quiet:
-        print(f"predictions written to {args.output}")
+    counts = score_file(
+        lambda: Predictor(config.artifacts_dir),  # loaded once the file has passed its checks
+        args.input,
+        args.output,
+        column=args.column,
+        fmt=args.format,
+        encoding=args.encoding,
+        quiet=args.quiet,
+    )
+    if not args.quiet and args.output is not None:
+        empty = counts["empty"]
+        note = f" ({empty:,} empty, given the empty review's score)" if empty else ""
+        print(f"{counts['rows']:,} reviews scored{note}; written to {args.output}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd_status(config)
         elif args.command == "predict":
             cmd_predict(args, config)
+        elif args.command == "export":
+            from pipeline.export import export_savedmodel
+
+            export_savedmodel(config, args.output, quiet=args.quiet)
         elif args.command == "serve":
             from pipeline.serve import serve
 
@@ -156,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
 
             names = STAGE_NAMES if args.command == "run" else (args.command,)
             force = args.command != "run" or args.force  # a single stage command always reruns it
-            run_pipeline(config, names, force=force, quiet=args.quiet)
+            done = run_pipeline(config, names, force=force, quiet=args.quiet)
+            where = f"data in {config.data_dir}/, model and reports in {config.artifacts_dir}/"
+            if ("train", "worker") in done:  # a multi-worker run's other workers write nothing
+                where = "this worker's part of training is finished; the chief wrote the model"
             if not args.quiet:
-                where = f"data in {config.data_dir}/, model and reports in {config.artifacts_dir}/"
                 print(f"done: {where}")
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -46,6 +46,14 @@ class Config:
     download_timeout: float = setting(30.0)  # seconds, for connect and for each read
     download_backoff: float = setting(1.0)  # seconds before the first retry, doubling after
 
+    # the source's layout: RATING<TAB>REVIEW lines, or a table with a text column and either a
+    # 1-5 rating or a 0/1 label column. The download checks a source by its layout.
+    source_format: str = setting("auto", "download", "prepare")  # auto|ratings|csv|tsv|jsonl
+    text_column: str | None = setting(None, "download", "prepare")
+    rating_column: str | None = setting(None, "prepare")
+    label_column: str | None = setting(None, "prepare")
+    encoding: str = setting("utf-8", "prepare")  # the source's (UTF-8 reads with or without BOM)
+
     # prepare
     val_fraction: float = setting(0.1, "prepare")
     test_fraction: float = setting(0.1, "prepare")
@@ -61,7 +69,8 @@ class Config:
     truncating: str = setting("pre", "tokenize")
 
     # baseline (TF-IDF + logistic regression)
-    baseline_c: float = setting(1.0, "baseline")  # inverse regularization strength
+    # inverse regularization strengths to try; the best on validation is the bar the model faces
+    baseline_c: tuple[float, ...] = setting((1.0, 3.0, 10.0), "baseline")
 
     # model
     # Defaults chosen on validation accuracy within a 5-minute full run on 2 cores
@@ -81,6 +90,13 @@ class Config:
     recurrent_dropout: float = setting(0.0, "train")
     head_dropout: float = setting(0.3, "train")  # before the output layer
     mask_padding: bool = setting(True, "train")  # the RNN skips padding: scores never depend on it
+    # A bag of hashed character n-grams beside the RNN (fastText-style): orders 1..ngram_order,
+    # `ngram_buckets` table rows per order above 1, averaged into an `ngram_dim` vector that
+    # joins the RNN's features before the output layer. 0 turns it off.
+    ngram_order: int = setting(0, "train")
+    ngram_buckets: int = setting(2**18, "train")
+    ngram_dim: int = setting(32, "train")
+    ngram_dropout: float = setting(0.0, "train")  # each n-gram dropped in training
 
     # train
     epochs: int = setting(6, "train")
@@ -92,6 +108,8 @@ class Config:
     # none | mirrored (local GPUs or CPUs) | multi-worker (TF_CONFIG); the global batch is
     # batch_size times the replicas, so it changes the model
     distribute: str = setting("none", "train")
+    # seconds a multi-worker run waits for every worker of TF_CONFIG to start
+    cluster_timeout: float = setting(300.0)
 
     # serve (runtime only: limits and batching of `python -m pipeline serve`)
     serve_max_reviews: int = setting(1000)  # reviews in one /predict request (more: 413)
@@ -109,12 +127,21 @@ class Config:
             value, default = getattr(self, f.name), getattr(Config, f.name, None)
             if isinstance(default, Path) and not isinstance(value, Path):
                 object.__setattr__(self, f.name, Path(value))
-            elif isinstance(default, tuple) and isinstance(value, list):
-                object.__setattr__(self, f.name, tuple(value))
+            elif isinstance(default, tuple) and isinstance(value, list | int | float):
+                # a TOML list, or a single value where a list of candidates is accepted
+                value = tuple(value) if isinstance(value, list) else (value,)
+                object.__setattr__(self, f.name, value)
 
     @property
     def raw_path(self) -> Path:
         return self.data_dir / "raw" / "naver_shopping.txt"
+
+    @property
+    def source_layout(self) -> str:
+        """'ratings', 'csv', 'tsv' or 'jsonl': how the source is read (see tables.source_layout)."""
+        from pipeline.tables import source_layout
+
+        return source_layout(self.source, self.source_format, self.text_column)
 
     @property
     def processed_dir(self) -> Path:
@@ -215,10 +242,16 @@ def _validate(config: Config) -> None:
         raise PipelineError(f"token_unit must be char or jamo, not {config.token_unit!r}")
     if config.padding not in ("pre", "post") or config.truncating not in ("pre", "post"):
         raise PipelineError("padding and truncating must each be 'pre' or 'post'")
+    if config.cluster_timeout <= 0:
+        raise PipelineError("cluster_timeout must be a positive number of seconds")
     if config.maxlen < 1 or config.epochs < 1 or config.batch_size < 1:
         raise PipelineError("maxlen, epochs and batch_size must be positive")
     if not config.rnn_units or any(u < 1 for u in config.rnn_units):
         raise PipelineError("rnn_units must list at least one positive layer size")
+    if config.ngram_order and not config.mask_padding:
+        raise PipelineError("ngram_order needs mask_padding = true (n-grams must skip padding)")
+    if not config.baseline_c or any(c <= 0 for c in config.baseline_c):
+        raise PipelineError("baseline_c must list at least one positive value")
     limits = (
         "serve_max_reviews",
         "serve_max_explain_reviews",
@@ -231,6 +264,26 @@ def _validate(config: Config) -> None:
         raise PipelineError("serve_model_threads must be 0 (one per core) or more")
     if not 0 < config.val_fraction + config.test_fraction < 1:
         raise PipelineError("val_fraction + test_fraction must be between 0 and 1")
+    _validate_source(config)
+
+
+def _validate_source(config: Config) -> None:
+    from pipeline.tables import codec_of
+
+    codec_of(config.encoding)  # an unknown encoding is refused before anything runs
+    layout = config.source_layout
+    columns = (config.rating_column, config.label_column)
+    if layout == "ratings":
+        if any(columns):
+            raise PipelineError(
+                "--rating-column and --label-column need a table source: pass --text-column too"
+            )
+        return
+    if (config.rating_column is None) == (config.label_column is None):
+        raise PipelineError(
+            f"a {layout} source needs --text-column and one of --rating-column (1 to 5) or "
+            "--label-column (0 or 1)"
+        )
 
 
 __all__ = ["Config", "OFFICIAL_SOURCE", "OFFICIAL_BLOB_ID", "load_config"]

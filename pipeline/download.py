@@ -283,11 +283,12 @@ def _checks(config: Config, path: Path) -> dict:
         raise PipelineError(
             f"{config.source} holds a web page, not the review file; check the --source URL"
         )
-    if b"\t" not in head:
+    if config.source_layout == "ratings" and b"\t" not in head:
         preview = head[:60].decode("utf-8", "replace").strip().replace("\n", " ")
         raise PipelineError(
             f"{config.source} does not look like the review file (no RATING<TAB>REVIEW line "
-            f"at its start; it begins {preview!r}); check the --source URL or path"
+            f"at its start; it begins {preview!r}); check the --source URL or path, or name a "
+            "table's review column with --text-column"
         )
     checks = {"sha256": sha256_file(path)}
     if config.sha256 and checks["sha256"] != config.sha256.strip().lower():

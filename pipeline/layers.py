@@ -134,3 +134,152 @@ class JamoEmbedding(layers.Layer):
             "jamo_count": self.jamo_count,
             "output_dim": self.output_dim,
         }
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class RightPad(layers.Layer):
+    """Move each review's ids to the start of its row, the padding after them.
+
+    cuDNN's recurrent kernels accept a mask only when every sequence is right-padded. The
+    tokenizer keeps Keras' `pad_sequences` layout (padding 'pre' by default), so the model
+    re-aligns its input itself: the same ids, in the same order, shifted left.
+    """
+
+    def __init__(self, padding: str = "pre", **kwargs):
+        super().__init__(**kwargs)
+        self.padding = padding
+
+    def call(self, ids):
+        if self.padding == "post":
+            return ids
+        real = ops.cast(ops.not_equal(ids, 0), "int32")
+        column = ops.cumsum(ops.ones_like(ids), axis=1) - 1  # 0, 1, 2, ... in every row
+        steps = ops.shape(ids)[1]
+        padding = steps - ops.sum(real, axis=1, keepdims=True)
+        # Output column t takes input column t + padding, wrapping round into the padding.
+        source = column + padding
+        source = ops.where(source < steps, source, source - steps)
+        return ops.take_along_axis(ids, source, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class KeepFirstStep(layers.Layer):
+    """Mark every review's first step as real, so no review reaches an RNN fully masked.
+
+    An empty review would otherwise have an all-false mask, which cuDNN refuses. Its one step
+    reads the padding embedding; `ZeroEmptyReviews` then discards whatever that produced.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        return inputs
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None:
+            return None
+        first = ops.concatenate([ops.ones_like(mask[:, :1]), ops.zeros_like(mask[:, 1:])], axis=1)
+        return ops.logical_or(mask, first)
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class ZeroEmptyReviews(layers.Layer):
+    """Zero the features of reviews with no ids at all: an empty review scores the prior.
+
+    Called on [features, ids]; the output layer then sees only its bias for such a review.
+    """
+
+    def call(self, inputs):
+        features, ids = inputs
+        has_text = ops.any(ops.not_equal(ids, 0), axis=1, keepdims=True)
+        return features * ops.cast(has_text, features.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class HashedNgrams(layers.Layer):
+    """Each position's character n-grams (orders 1..`max_order`) as rows of one embedding table.
+
+    Called on right-padded ids (batch, steps); returns (batch, steps, max_order) table rows, 0
+    where there is no n-gram (padding). Unigrams keep their own id; longer n-grams are hashed
+    into `buckets` rows per order, so the table needs no vocabulary of n-grams and the model
+    stays one self-contained file. The padding after a review counts as its end, so an n-gram
+    may end there ('요' + end); it is the same however much padding a batch adds.
+    """
+
+    def __init__(self, vocab_size: int, max_order: int, buckets: int, **kwargs):
+        super().__init__(**kwargs)
+        # (hash * (vocab_size + 1) + id) must stay inside int32 on every backend
+        if buckets * (vocab_size + 1) + vocab_size >= 2**31:
+            raise ValueError(f"ngram_buckets * vocab_size must stay below 2**31 ({buckets=})")
+        self.vocab_size, self.max_order, self.buckets = vocab_size, max_order, buckets
+
+    @property
+    def table_size(self) -> int:
+        return self.vocab_size + (self.max_order - 1) * self.buckets
+
+    def call(self, ids):
+        ids = ops.cast(ids, "int32")
+        real = ops.not_equal(ids, 0)
+        rows, shifted, hashed = [ids], ids, ids
+        for order in range(2, self.max_order + 1):
+            # the id `order - 1` steps ahead, 0 past the end of the row
+            shifted = ops.pad(shifted[:, 1:], [[0, 0], [0, 1]])
+            hashed = (hashed * (self.vocab_size + 1) + shifted) % self.buckets
+            offset = self.vocab_size + (order - 2) * self.buckets
+            rows.append(ops.where(real, hashed + offset, 0))
+        return ops.stack(rows, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.max_order)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "max_order": self.max_order,
+            "buckets": self.buckets,
+        }
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class MaskedBagMean(layers.Layer):
+    """Mean of the n-gram vectors a review has: (batch, steps, orders, dim) -> (batch, dim).
+
+    Row 0 of the table is 'no n-gram' and is left out, so padding never moves the mean. During
+    training each n-gram is dropped with probability `rate` (n-gram dropout), so the model
+    cannot lean on a few memorised n-grams.
+    """
+
+    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.seed = rate, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        vectors, rows = inputs
+        present = ops.cast(ops.not_equal(rows, 0), vectors.dtype)
+        if training and self.rate > 0:
+            keep = keras.random.uniform(ops.shape(present), seed=self.seed_generator) >= self.rate
+            present = present * ops.cast(keep, present.dtype)
+        present = ops.expand_dims(present, -1)
+        total = ops.sum(vectors * present, axis=(1, 2))
+        count = ops.maximum(ops.sum(present, axis=(1, 2)), 1.0)
+        return total / count
+
+    def compute_output_shape(self, input_shape):
+        vectors_shape = input_shape[0]
+        return (vectors_shape[0], vectors_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}

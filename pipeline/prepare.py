@@ -1,8 +1,9 @@
-"""Parse `RATING<TAB>REVIEW` lines, label, clean, dedupe and split into train/val/test TSVs."""
+"""Parse the source (`RATING<TAB>REVIEW` lines or a labelled table), label, clean, dedupe, split."""
 
 from __future__ import annotations
 
 import csv
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,16 +15,21 @@ from pipeline.cleaning import clean_texts
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
+from pipeline.tables import decode_source, read_table, text_of
 
 SPLITS = ("train", "val", "test")
 LONG_REVIEW_CHARS = 10_000
 
-# Problems that drop a line, or change what it says; `--strict` makes each one an error.
+# Problems that drop a line (or a table's row), or change what it says; `--strict` makes each
+# one an error.
 PROBLEMS = {
     "no_tab": "has no tab between rating and review",
     "bad_rating": "has a rating that is not a whole number from 1 to 5",
     "neutral_rating": "has rating 3, which is neither positive nor negative",
-    "invalid_utf8": "is not valid UTF-8",
+    "bad_label": "has a label that is not 0 or 1",
+    "bad_row": "is not a row of the table (not a JSON object, or more cells than the header)",
+    "missing_text": "has no review cell",
+    "bad_encoding": "does not decode in the source's encoding (UTF-8 unless --encoding says)",
     "extra_tab": "has a tab inside the review",
     "long_review": f"has a review over {LONG_REVIEW_CHARS:,} characters",
 }
@@ -33,24 +39,21 @@ PROBLEMS = {
 class ParsedLines:
     """Usable rows, and a count of every kind of line seen (`counts` always adds up)."""
 
-    ratings: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    ratings: list[int] = field(default_factory=list)  # 0 when the source gives labels
     reviews: list[str] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
 
+    def add(self, label: int, rating: int, review: str, line_no: int, problem) -> None:
+        if len(review) > LONG_REVIEW_CHARS:
+            problem("long_review", line_no)  # kept: the tokenizer truncates it like any other
+        self.labels.append(label)
+        self.ratings.append(rating)
+        self.reviews.append(review)
 
-def parse_lines(data: bytes, strict: bool = False) -> ParsedLines:
-    """Parse the raw file's bytes; blank lines, BOM and CRLF are tolerated, the rest counted.
 
-    Every line ends up in exactly one of: rows, blank, no_tab, bad_rating, neutral_rating.
-    """
-    parsed = ParsedLines()
-    counts = parsed.counts
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-        counts["bom"] += 1
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the final newline ends the last line; it does not start a new one
+def _problems(counts: Counter, strict: bool):
+    """A function (kind, line) that counts a problem, or raises for it under --strict."""
 
     def problem(kind: str, line_no: int) -> None:
         counts[kind] += 1
@@ -60,16 +63,35 @@ def parse_lines(data: bytes, strict: bool = False) -> ParsedLines:
                 "and count such lines"
             )
 
-    for line_no, raw in enumerate(lines, start=1):
+    return problem
+
+
+def parse_lines(
+    data: bytes, strict: bool = False, encoding: str = "utf-8", name: str = "the source"
+) -> ParsedLines:
+    """Parse `RATING<TAB>REVIEW` bytes; blank lines, BOM and CRLF are tolerated, the rest counted.
+
+    Every line ends up in exactly one of: rows, blank, no_tab, bad_rating, neutral_rating.
+    A source mostly not in `encoding` is refused (see tables.decode_source).
+    """
+    parsed = ParsedLines()
+    counts = parsed.counts
+    decoded = decode_source(data, encoding, name)
+    if decoded.bom:
+        counts["bom"] += 1
+    undecodable = set(decoded.bad_lines)
+    lines = decoded.text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start a new one
+    problem = _problems(counts, strict)
+
+    for line_no, line in enumerate(lines, start=1):
         counts["lines"] += 1
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
+        if line.endswith("\r"):
+            line = line[:-1]
             counts["crlf"] += 1
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            problem("invalid_utf8", line_no)
-            line = raw.decode("utf-8", errors="replace")  # cleaning drops the U+FFFD marks
+        if line_no in undecodable:
+            problem("bad_encoding", line_no)  # kept: cleaning drops the U+FFFD marks
         if not line.strip():
             counts["blank"] += 1
             continue
@@ -86,19 +108,92 @@ def parse_lines(data: bytes, strict: bool = False) -> ParsedLines:
             continue
         if "\t" in review:
             problem("extra_tab", line_no)  # kept: the tab becomes a space when cleaned
-        if len(review) > LONG_REVIEW_CHARS:
-            problem("long_review", line_no)  # kept: the tokenizer truncates it like any other
-        parsed.ratings.append(int(rating_text))
-        parsed.reviews.append(review)
+        rating = int(rating_text)
+        parsed.add(int(rating > 3), rating, review, line_no, problem)
     counts["rows"] = len(parsed.reviews)
     return parsed
+
+
+def parse_table(
+    data: bytes,
+    fmt: str,
+    text_column: str,
+    rating_column: str | None = None,
+    label_column: str | None = None,
+    encoding: str = "utf-8",
+    strict: bool = False,
+    name: str = "the source",
+) -> ParsedLines:
+    """Parse a CSV, TSV or JSONL source with a text column and a rating or a label column.
+
+    Ratings are read as in the original (> 3 positive, 3 dropped, whole numbers 1 to 5 only),
+    labels as 0 or 1. Every row ends up in exactly one of: rows, bad_row, bad_rating,
+    neutral_rating, bad_label, missing_text; an empty review is kept, as in RATING<TAB>REVIEW
+    files, and dropped when cleaned.
+    """
+    parsed = ParsedLines()
+    counts = parsed.counts
+    decoded = decode_source(data, encoding, name)
+    if decoded.bom:
+        counts["bom"] += 1
+    problem = _problems(counts, strict)
+    for line_no in decoded.bad_lines:
+        problem("bad_encoding", line_no)  # kept: cleaning drops the U+FFFD marks
+    table = read_table(io.StringIO(decoded.text, newline=""), fmt, name)
+    text_cell = table.getter(text_column, name, "--text-column")
+    if rating_column is not None:
+        score_cell = table.getter(rating_column, name, "--rating-column")
+    else:
+        score_cell = table.getter(label_column, name, "--label-column")
+
+    for line_no, row in table.rows:
+        counts["lines"] += 1
+        if row is None:
+            problem("bad_row", line_no)
+            continue
+        number = _whole_number(score_cell(row))
+        if rating_column is not None:
+            if number is None or not 1 <= number <= 5:
+                problem("bad_rating", line_no)
+                continue
+            if number == 3:
+                problem("neutral_rating", line_no)
+                continue
+            label, rating = int(number > 3), number
+        else:
+            if number not in (0, 1):
+                problem("bad_label", line_no)
+                continue
+            label, rating = number, 0
+        text = text_cell(row)
+        if text is None:
+            problem("missing_text", line_no)
+            continue
+        parsed.add(label, rating, text_of(text), line_no, problem)
+    counts["rows"] = len(parsed.reviews)
+    return parsed
+
+
+def _whole_number(value) -> int | None:
+    """5, 5.0, "5" and "5.0" are 5 (spreadsheets write whole numbers either way); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        whole, dot, zeros = value.strip().partition(".")
+        if whole.isascii() and whole.isdigit() and set(zeros) <= {"0"}:
+            return int(whole)
+    return None
 
 
 def label_and_clean(parsed: ParsedLines) -> tuple[pd.DataFrame, Counter]:
     """Label (rating > 3 is positive), clean, and drop empty and duplicate reviews."""
     frame = pd.DataFrame(
         {
-            "label": [int(r > 3) for r in parsed.ratings],
+            "label": parsed.labels,
             "rating": parsed.ratings,
             "text": clean_texts(parsed.reviews),
         }
@@ -160,11 +255,26 @@ def prepare(config: Config, quiet: bool = False) -> dict:
     raw = config.raw_path
     if not raw.is_file():
         raise PipelineError(f"{raw} is missing; run `python -m pipeline download` first")
-    parsed = parse_lines(raw.read_bytes(), strict=config.strict)
+    layout = config.source_layout
+    if layout == "ratings":
+        parsed = parse_lines(raw.read_bytes(), config.strict, config.encoding, config.source)
+        usable = "'RATING<TAB>REVIEW' lines"
+    else:
+        parsed = parse_table(
+            raw.read_bytes(),
+            layout,
+            config.text_column,
+            config.rating_column,
+            config.label_column,
+            config.encoding,
+            config.strict,
+            config.source,
+        )
+        usable = f"rows with a review and a valid {'rating' if config.rating_column else 'label'}"
     if not parsed.reviews:
         raise PipelineError(
-            f"{raw} has no usable 'RATING<TAB>REVIEW' lines ({parsed.counts['lines']} lines "
-            "read); check that --source points at the review file"
+            f"{raw} has no usable {usable} ({parsed.counts['lines']} lines read); check that "
+            "--source points at the review file"
         )
     frame, cleaning_counts = label_and_clean(parsed)
     splits = split_frame(frame, config)

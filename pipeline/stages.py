@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import platform
+import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -24,7 +26,7 @@ from pipeline.config import Config
 from pipeline.download import download, local_source
 from pipeline.errors import PipelineError
 from pipeline.evaluate import evaluate
-from pipeline.files import sha256_file, write_json_atomic
+from pipeline.files import sha256_file, write_json_atomic, write_text_atomic
 from pipeline.prepare import SPLITS, prepare
 from pipeline.tokenizer import tokenize
 from pipeline.train import train
@@ -169,8 +171,12 @@ def library_versions() -> dict[str, str]:
 
 def run_stage(
     stage: Stage, config: Config, quiet: bool = False, digest_parts: tuple[str, dict] | None = None
-) -> dict:
-    """Run one stage now, then record its fingerprint, outputs and result."""
+) -> dict | None:
+    """Run one stage now, then record its fingerprint, outputs and result.
+
+    Returns None, recording nothing, when the stage ran as a worker of a cluster whose chief
+    writes the outputs (multi-worker training).
+    """
     for path in stage.inputs(config):
         if not path.exists():
             producer = _producer(path, config)
@@ -182,7 +188,19 @@ def run_stage(
             )
     digest, parts = digest_parts or fingerprint(stage, config)
     started = time.perf_counter()
-    result = stage.run(config, quiet)
+    try:
+        result = stage.run(config, quiet)
+    except PipelineError:
+        raise
+    except Exception as exc:  # a bug or an input we did not foresee: keep the traceback
+        log = write_failure_log(stage, config)
+        cause = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise PipelineError(
+            f"the {stage.name} stage failed unexpectedly ({type(exc).__name__}: {cause}); "
+            f"the traceback is in {log}"
+        ) from None
+    if result is None:
+        return None
     record = {
         "stage": stage.name,
         "fingerprint": digest,
@@ -196,6 +214,19 @@ def run_stage(
     write_json_atomic(stage.record_path(config), record)
     write_manifest(config)
     return record
+
+
+def write_failure_log(stage: Stage, config: Config) -> Path:
+    """Write the exception being handled to artifacts/logs/<stage>-<UTC time>.log; its path."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    text = f"{stage.name} failed at {stamp}\n\n{traceback.format_exc()}"
+    path = config.artifacts_dir / "logs" / f"{stage.name}-{stamp}.log"
+    try:
+        write_text_atomic(path, text)
+    except OSError:  # the artifacts folder itself is the problem: fall back to the temp folder
+        path = Path(tempfile.gettempdir()) / path.name
+        write_text_atomic(path, text)
+    return path
 
 
 def _producer(path: Path, config: Config) -> str | None:
@@ -212,6 +243,11 @@ def write_manifest(config: Config) -> None:
         "versions": library_versions(),
         "stages": {s.name: read_record(s, config) for s in STAGES},
     }
+    # The last `export` (pipeline/export.py) keeps its own record; it is not a stage.
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        manifest["export"] = json.loads(
+            (config.artifacts_dir / "export.json").read_text(encoding="utf-8")
+        )
     write_json_atomic(config.artifacts_dir / "manifest.json", manifest)
 
 
@@ -235,6 +271,11 @@ def run_pipeline(
             if not quiet:
                 print(f"{stage.name}: running")
             record = run_stage(stage, config, quiet, digest_parts)
+            if record is None:  # a worker's part ends here: the chief writes and goes on
+                if not quiet:
+                    print(f"{stage.name}: done as a worker; the chief wrote the outputs")
+                done.append((stage.name, "worker"))
+                break
             if not quiet:
                 print(f"{stage.name}: done in {record['seconds']:.1f} s")
             done.append((stage.name, "ran"))

@@ -26,23 +26,38 @@ def load_encoded(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         return {key: data[key] for key in keys}
 
 
-def batch_indices(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None):
+def batch_indices(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, replicas: int = 1
+):
     """Index batches of similar lengths: shuffle, sort within pools, shuffle the batches.
 
-    With `rng=None` (validation) batches are simply consecutive in sorted order.
+    With `rng=None` (validation) batches are simply consecutive in sorted order. A last batch
+    too small to give each of `replicas` a row joins the batch before it (of similar lengths).
     """
     if rng is None:
         order = np.argsort(lengths, kind="stable")
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    shuffled = rng.permutation(len(lengths))
-    pool = batch_size * POOL_BATCHES
-    batches = []
-    for start in range(0, len(shuffled), pool):
-        chunk = shuffled[start : start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    else:
+        shuffled = rng.permutation(len(lengths))
+        pool = batch_size * POOL_BATCHES
+        batches = []
+        for start in range(0, len(shuffled), pool):
+            chunk = shuffled[start : start + pool]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    if len(batches) > 1 and len(batches[-1]) < replicas:
+        batches[-2:] = [np.concatenate(batches[-2:])]
+    if rng is not None:
+        rng.shuffle(batches)
     return batches
+
+
+def labelled_batch(x, y, index, lengths, config: Config, padding: str):
+    """Rows `index` of x (cut to their longest review when masked) and their float labels."""
+    batch = x[index]
+    if config.mask_padding:
+        batch = trim_padding(batch, int(lengths[index].max()), padding)
+    return batch, y[index].astype(np.float32)
 
 
 def make_dataset(
@@ -62,10 +77,7 @@ def make_dataset(
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for index in batch_indices(lengths, batch_size, rng):
-            batch = x[index]
-            if config.mask_padding:
-                batch = trim_padding(batch, int(lengths[index].max()), padding)
-            yield batch, y[index].astype(np.float32)
+            yield labelled_batch(x, y, index, lengths, config, padding)
 
     signature = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.float32))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
@@ -74,32 +86,40 @@ def make_dataset(
     return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(2)
 
 
-def train(config: Config, quiet: bool = False) -> dict:
-    """Run the stage: encoded splits + tokenizer in; model, history and curves out."""
+def train(config: Config, quiet: bool = False) -> dict | None:
+    """Run the stage: encoded splits + tokenizer in; model, history and curves out.
+
+    With `distribute = "multi-worker"` every worker of the cluster trains; only the chief
+    writes, and the other workers return None.
+    """
     import keras
 
+    from pipeline import distributed
     from pipeline.model import build_model
 
     data = load_encoded(config.encoded_path, ("x_train", "y_train", "x_val", "y_val"))
     tokenizer = CharTokenizer.load(config.tokenizer_path)
+    # First: a cluster must be set up before TensorFlow starts its runtime.
+    strategy, cluster = distributed.strategy_for(config.distribute, config.cluster_timeout)
     keras.utils.set_random_seed(config.seed)
-    strategy = distribution_strategy(config.distribute)
-    # Each replica keeps the configured batch size: the global batch grows with the replicas.
-    batch_size = config.batch_size * strategy.num_replicas_in_sync
-    train_ds = make_dataset(
-        data["x_train"], data["y_train"], config, tokenizer.padding, True, batch_size
-    )
-    val_ds = make_dataset(
-        data["x_val"], data["y_val"], config, tokenizer.padding, False, batch_size
-    )
-    with strategy.scope():
-        jamo_table = tokenizer.jamo_table() if config.jamo_features else None
-        model = build_model(config, tokenizer.vocab_size, len(train_ds), jamo_table)
+    replicas = strategy.num_replicas_in_sync
+    if cluster:
+        distributed.check_same_inputs(strategy, cluster, config)
+    spread = replicas > 1 or cluster is not None
+    if spread:
+        # Each replica keeps the configured batch size: the global batch grows with them.
+        train_ds = distributed.distributed_dataset(
+            data["x_train"], data["y_train"], config, tokenizer.padding, True, strategy
+        )
+        val_ds = distributed.distributed_dataset(
+            data["x_val"], data["y_val"], config, tokenizer.padding, False, strategy
+        )
+        steps = train_ds[1]
+    else:
+        train_ds = make_dataset(data["x_train"], data["y_train"], config, tokenizer.padding, True)
+        val_ds = make_dataset(data["x_val"], data["y_val"], config, tokenizer.padding, False)
+        steps = len(train_ds)
 
-    # The checkpoint lives in a scratch folder: a killed run never touches model.keras.
-    scratch = config.artifacts_dir / ".train"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
     # Each epoch's training steps alone, from its start to its last batch (not validation).
     clock, epoch_seconds = {}, []
     timer = keras.callbacks.LambdaCallback(
@@ -107,30 +127,27 @@ def train(config: Config, quiet: bool = False) -> dict:
         on_train_batch_end=lambda batch, logs: clock.update(end=time.perf_counter()),
         on_epoch_end=lambda epoch, logs: epoch_seconds.append(clock["end"] - clock["start"]),
     )
-    callbacks = [
-        timer,
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True
-        ),
-        keras.callbacks.ModelCheckpoint(
-            scratch / "best.keras", monitor="val_loss", save_best_only=True
-        ),
-    ]
-    verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
-    started = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the dataset shuffles itself, by length pools
-    ).history
-    seconds = time.perf_counter() - started
-
-    with atomic_path(config.model_path) as tmp:
-        model.save(tmp)
-    shutil.rmtree(scratch, ignore_errors=True)
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.patience, restore_best_weights=True
+    )
+    with distributed.peer_failures(cluster):
+        with strategy.scope():
+            jamo_table = tokenizer.jamo_table() if config.jamo_features else None
+            model = build_model(config, tokenizer.vocab_size, steps, jamo_table)
+        started = time.perf_counter()
+        if spread:
+            history = distributed.fit(
+                model, strategy, config, train_ds, val_ds, [timer, early_stopping], not quiet
+            )
+        else:
+            history = _fit(model, config, train_ds, val_ds, [timer, early_stopping], quiet)
+        seconds = time.perf_counter() - started
+        if cluster and not cluster.chief:
+            distributed.save_as_worker(model)
+            distributed.finish_together(cluster, config.cluster_timeout)
+            return None
+        with atomic_path(config.model_path) as tmp:
+            model.save(tmp)
 
     history = {k: [float(v) for v in values] for k, values in history.items()}
     best = int(np.argmin(history["val_loss"]))
@@ -143,24 +160,38 @@ def train(config: Config, quiet: bool = False) -> dict:
         # the fastest epoch: the first one also traces the graph
         "train_samples_per_second": round(len(data["y_train"]) / min(epoch_seconds)),
         "parameters": model.count_params(),
-        "replicas": strategy.num_replicas_in_sync,
+        "replicas": replicas,
+        "workers": len(cluster.names) if cluster else 1,
     }
     write_json_atomic(config.artifacts_dir / "history.json", {**summary, "history": history})
     plot_curves(history, config.artifacts_dir / "training_curves.png")
+    if cluster:
+        distributed.finish_together(cluster, config.cluster_timeout)
     return summary
 
 
-def distribution_strategy(name: str):
-    """TensorFlow's own engine: the default (one device), all local devices, or a cluster."""
-    import tensorflow as tf
+def _fit(model, config: Config, train_ds, val_ds, callbacks: list, quiet: bool) -> dict:
+    """Keras' own fit, with a best checkpoint in a scratch folder."""
+    import keras
 
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = gpus or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if name == "multi-worker":  # the cluster comes from the TF_CONFIG environment variable
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+    # The checkpoint lives in a scratch folder: a killed run never touches model.keras.
+    scratch = config.artifacts_dir / ".train"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        scratch / "best.keras", monitor="val_loss", save_best_only=True
+    )
+    verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=[*callbacks, checkpoint],
+        verbose=verbose,
+        shuffle=False,  # the dataset shuffles itself, by length pools
+    ).history
+    shutil.rmtree(scratch, ignore_errors=True)
+    return history
 
 
 def plot_curves(history: dict[str, list[float]], path: Path) -> None:

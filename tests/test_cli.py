@@ -110,3 +110,17 @@ def test_predict_scores_a_file_into_a_tsv(trained, sample_path, tmp_path):
 
 def test_predict_needs_reviews_or_an_input_file(trained):
     assert_clean_error(cli("predict", "--artifacts-dir", trained.artifacts_dir), 1, "give reviews")
+
+
+def test_an_unexpected_failure_is_one_sentence_not_a_traceback(trained, tmp_path):
+    import shutil
+
+    shutil.copytree(trained.data_dir, tmp_path / "data")
+    shutil.copytree(trained.artifacts_dir, tmp_path / "artifacts")
+    (tmp_path / "data" / "processed" / "encoded.npz").write_bytes(b"\x00" * 64)
+    dirs = ["--data-dir", tmp_path / "data", "--artifacts-dir", tmp_path / "artifacts"]
+    result = cli("train", *dirs)
+    assert_clean_error(result, 1, "error: the train stage failed unexpectedly (")
+    (log,) = (tmp_path / "artifacts" / "logs").glob("train-*.log")
+    assert f"the traceback is in {log}" in result.stderr
+    assert "Traceback" in log.read_text(encoding="utf-8")

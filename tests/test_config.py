@@ -43,3 +43,28 @@ def test_to_dict_is_json_ready():
     import json
 
     assert json.loads(json.dumps(Config().to_dict()))["rnn_units"] == [64, 32]
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"source": "r.csv", "text_column": "review"}, "one of --rating-column"),
+        (
+            {"source": "r.csv", "text_column": "review", "rating_column": "s", "label_column": "y"},
+            "one of --rating-column",
+        ),
+        ({"source": "r.csv", "rating_column": "s"}, "pass --text-column too"),
+        ({"source": "export", "text_column": "review", "label_column": "y"}, "--source-format"),
+        ({"source_format": "xlsx"}, "source_format must be auto, ratings, csv, tsv or jsonl"),
+        ({"encoding": "klingon"}, "unknown encoding 'klingon'"),
+    ],
+)
+def test_source_settings_that_cannot_work_are_refused_before_any_stage(settings, message):
+    with pytest.raises(PipelineError, match=message):
+        load_config(**settings)
+
+
+def test_a_labelled_table_source_is_accepted():
+    config = load_config(source="r.jsonl", text_column="review", label_column="y")
+    assert config.source_layout == "jsonl"
+    assert load_config(source="r.txt").source_layout == "ratings"

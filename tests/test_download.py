@@ -442,3 +442,14 @@ def test_other_sources_are_not_checked_against_the_blob_id(tmp_path, payload):
     path.write_bytes(payload)
     checks = _verify(Config(source=str(path)), path)
     assert checks == {"sha256": sha256(payload)}
+
+
+# -- table sources ---------------------------------------------------------------------------------
+def test_a_csv_source_is_kept_byte_for_byte_once_its_columns_are_named(tmp_path):
+    source = tmp_path / "reviews.csv"
+    source.write_bytes("\ufeffreview,stars\r\n좋아요,5\r\n".encode())  # no tab anywhere
+    with pytest.raises(PipelineError, match="name a table's review column with --text-column"):
+        download(make_config(tmp_path, str(source)), quiet=True)
+    config = make_config(tmp_path, str(source), text_column="review", rating_column="stars")
+    download(config, quiet=True)
+    assert config.raw_path.read_bytes() == source.read_bytes()

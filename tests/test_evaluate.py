@@ -50,3 +50,17 @@ def test_baseline_learns_the_sample_well_above_chance(trained, tmp_path):
     assert result["val_accuracy"] > 0.75  # real shopping reviews: n-grams carry the sentiment
     saved = json.loads((tmp_path / "baseline.json").read_text(encoding="utf-8"))
     assert saved["test"]["accuracy"] == result["test_accuracy"]
+
+
+def test_baseline_c_is_chosen_on_validation_only(trained, tmp_path):
+    """The bar is the best baseline: each candidate C is scored on validation, the best kept."""
+    config = trained.replace(artifacts_dir=tmp_path, baseline_c=(0.01, 1.0, 100.0))
+    result = baseline(config, quiet=True)
+    saved = json.loads((tmp_path / "baseline.json").read_text(encoding="utf-8"))
+    by_c = {float(c): a for c, a in saved["val_accuracy_by_c"].items()}
+    assert set(by_c) == {0.01, 1.0, 100.0}
+    assert result["c"] == saved["c"] == max(by_c, key=lambda c: (by_c[c], -c))
+    assert saved["val"]["accuracy"] == pytest.approx(by_c[saved["c"]])
+    # one candidate: no search, and a single number is accepted where a list is expected
+    single = baseline(trained.replace(artifacts_dir=tmp_path / "one", baseline_c=0.01), quiet=True)
+    assert single["c"] == 0.01 and single["val_accuracy"] == pytest.approx(by_c[0.01])

@@ -33,6 +33,7 @@ def padded(lengths, width, padding, seed=0):
         dict(conv_filters=8, conv_pool=2, pooling=True),
         dict(conv_filters=8, conv_pool=3, bidirectional=True),
         dict(pooling=True, cell="gru"),
+        dict(conv_filters=8, conv_pool=2, ngram_order=3, ngram_buckets=64, ngram_dim=4),
     ],
 )
 def test_output_is_the_same_at_every_padded_width(padding, layers):
@@ -53,14 +54,14 @@ def test_an_all_padding_row_gives_a_finite_answer():
 
 
 def test_models_with_our_layers_load_in_safe_mode(tmp_path):
-    config = Config(**SMALL_CONV_POOLED, bidirectional=True)
+    config = Config(**SMALL_CONV_POOLED, bidirectional=True, ngram_order=3, ngram_buckets=64)
     model = build_model(config, vocab_size=30)
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
     x = padded(LENGTHS, 12, "pre")
     np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-6)
     kinds = {type(layer).__name__ for layer in again.layers}
-    assert {"MaskedConv1D", "MaskedMaxPool1D", "MaskedMaxMeanPooling"} <= kinds
+    assert {"MaskedConv1D", "MaskedMaxPool1D", "MaskedMaxMeanPooling", "HashedNgrams"} <= kinds
 
 
 def test_jamo_features_keep_the_contract_and_travel_with_the_model(tmp_path):
@@ -81,3 +82,98 @@ def test_jamo_features_keep_the_contract_and_travel_with_the_model(tmp_path):
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
     np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-6)
     np.testing.assert_array_equal(again.get_layer("jamo").table.numpy(), tok.jamo_table()[0])
+
+
+def _record_rnn_masks(monkeypatch):
+    """Record the mask every recurrent layer is called with (eagerly, so masks are values)."""
+    seen = []
+    for cls in (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN):
+        original = cls.call
+
+        def call(self, sequences, *args, _original=original, **kwargs):
+            seen.append((self.name, kwargs.get("mask")))
+            return _original(self, sequences, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "call", call)
+    return seen
+
+
+@pytest.mark.parametrize("padding", ["pre", "post"])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        dict(),
+        dict(conv_filters=8, conv_pool=2, pooling=True, bidirectional=True),
+        dict(conv_filters=8, conv_pool=3, cell="gru", jamo_features=0),
+        dict(pooling=False, bidirectional=True, cell="simplernn"),
+    ],
+)
+def test_every_rnn_mask_is_right_padded_and_never_all_false(monkeypatch, padding, layers):
+    """What cuDNN demands of a mask on a GPU, checked on the CPU: text first, then padding,
+    and at least one real step per review (an empty review included)."""
+    from pipeline.tokenizer import CharTokenizer
+
+    settings = dict(embedding_dim=4, rnn_units=(6, 3), jamo_features=4, padding=padding)
+    tok = CharTokenizer(maxlen=12, padding=padding).fit(["각가 나ㅋ1", "한글 좋아요 123"])
+    model = build_model(Config(**{**settings, **layers}), tok.vocab_size, 5, tok.jamo_table())
+    seen = _record_rnn_masks(monkeypatch)
+    x = tok.encode(["각가", "", "나ㅋ1 한글 좋아요 좋아요", "한"])
+    model(x)
+    assert len(seen) >= len(settings["rnn_units"])
+    for name, mask in seen:
+        assert mask is not None, f"{name} got no mask"
+        mask = np.asarray(mask).astype(bool)
+        assert mask.any(axis=1).all(), f"{name}: a review is fully masked"
+        # right-padded: once a step is padding, every later step is padding
+        assert (np.diff(mask.astype(int), axis=1) <= 0).all(), f"{name}: mask not right-padded"
+
+
+def test_an_empty_review_scores_the_output_layers_prior():
+    """Its one forced step is discarded: the head sees zeros, so the score is sigmoid(bias)."""
+    config = Config(**SMALL_CONV_POOLED)
+    model = build_model(config, vocab_size=30)
+    bias = float(model.get_layer("positive").bias.numpy()[0]) + 0.7
+    model.get_layer("positive").bias.assign([bias])
+    out = model(np.zeros((3, 6), dtype="int32")).numpy().ravel()
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-bias)), atol=1e-6)
+
+
+def test_hashed_ngrams_number_each_ngram_and_end_at_the_reviews_end():
+    from pipeline.layers import HashedNgrams
+
+    vocab, buckets = 10, 7
+    rows = HashedNgrams(vocab, 3, buckets)(np.array([[4, 5, 6, 0], [9, 0, 0, 0]])).numpy()
+    assert rows.shape == (2, 4, 3)
+    np.testing.assert_array_equal(rows[0, :, 0], [4, 5, 6, 0])  # unigrams keep their id
+
+    def bigram(a, b):
+        return vocab + (a * (vocab + 1) + b) % buckets
+
+    def trigram(a, b, c):
+        return vocab + buckets + ((a * (vocab + 1) + b) % buckets * (vocab + 1) + c) % buckets
+
+    np.testing.assert_array_equal(rows[0, :, 1], [bigram(4, 5), bigram(5, 6), bigram(6, 0), 0])
+    np.testing.assert_array_equal(
+        rows[0, :3, 2], [trigram(4, 5, 6), trigram(5, 6, 0), trigram(6, 0, 0)]
+    )
+    np.testing.assert_array_equal(rows[1], [[9, bigram(9, 0), trigram(9, 0, 0)]] + [[0, 0, 0]] * 3)
+    assert rows.max() < HashedNgrams(vocab, 3, buckets).table_size
+
+
+def test_hashed_ngrams_refuse_a_table_that_would_overflow_int32():
+    from pipeline.layers import HashedNgrams
+
+    with pytest.raises(ValueError, match="2\\*\\*31"):
+        HashedNgrams(vocab_size=5000, max_order=3, buckets=2**20)
+
+
+def test_ngram_dropout_acts_in_training_only():
+    from pipeline.layers import MaskedBagMean
+
+    vectors = np.ones((1, 50, 3, 2), dtype="float32") * np.arange(150, dtype="float32").reshape(
+        1, 50, 3, 1
+    )
+    rows = np.ones((1, 50, 3), dtype="int32")
+    bag = MaskedBagMean(rate=0.5, seed=1)
+    np.testing.assert_allclose(bag([vectors, rows]).numpy(), [[74.5, 74.5]])
+    assert not np.allclose(bag([vectors, rows], training=True).numpy(), [[74.5, 74.5]])

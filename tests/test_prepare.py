@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -9,6 +11,7 @@ from pipeline.prepare import (
     SPLITS,
     label_and_clean,
     parse_lines,
+    parse_table,
     prepare,
     read_split,
 )
@@ -41,12 +44,13 @@ def test_counts_every_kind_of_bad_line():
             "4\t탭이\t두개".encode(),
             b"2\t\xff\xfe broken",
             ("1\t" + "가" * (LONG_REVIEW_CHARS + 1)).encode(),
+            *[b""] * 100,  # blank lines: one undecodable line in 108 is corruption, not encoding
         ]
     )
     parsed = parse_lines(data)
     c = parsed.counts
     assert (c["no_tab"], c["bad_rating"], c["neutral_rating"]) == (1, 2, 1)
-    assert (c["extra_tab"], c["invalid_utf8"], c["long_review"]) == (1, 1, 1)
+    assert (c["extra_tab"], c["bad_encoding"], c["long_review"]) == (1, 1, 1)
     assert parsed.ratings == [5, 4, 2, 1]  # tab, bad bytes and long reviews are kept
 
 
@@ -68,7 +72,11 @@ def test_strict_mode_names_the_line(line, kind):
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_parser_never_raises_and_counts_add_up(data):
-    parsed = parse_lines(data)
+    try:
+        parsed = parse_lines(data)
+    except PipelineError as exc:  # more than 1% of its lines are not UTF-8: a wrong encoding
+        assert "pass --encoding" in str(exc) or "is an Excel workbook" in str(exc)
+        return
     assert sum(parsed.counts[k] for k in LINE_KINDS) == parsed.counts["lines"]
     assert len(parsed.ratings) == len(parsed.reviews) == parsed.counts["rows"]
     assert all(r in (1, 2, 4, 5) for r in parsed.ratings)
@@ -143,3 +151,83 @@ def test_file_without_usable_rows_is_an_error(tmp_path):
 def test_missing_raw_file_says_which_stage_to_run(tmp_path):
     with pytest.raises(PipelineError, match="run `python -m pipeline download` first"):
         prepare(tiny_config(tmp_path, "unused"), quiet=True)
+
+
+# -- a source that is not UTF-8 -------------------------------------------------------------------
+def test_a_cp949_copy_is_refused_naming_cp949_and_read_with_it(sample_path):
+    utf8 = sample_path.read_text(encoding="utf-8")
+    cp949 = utf8.encode("cp949", errors="replace")  # the few characters cp949 lacks become '?'
+    with pytest.raises(PipelineError) as info:
+        parse_lines(cp949, name="reviews_cp949.txt")
+    assert str(info.value).startswith("reviews_cp949.txt is not valid UTF-8 (line 1); it looks")
+    assert str(info.value).endswith("so pass --encoding cp949")
+    parsed = parse_lines(cp949, encoding="cp949")
+    expected = parse_lines(cp949.decode("cp949").encode())
+    assert parsed.reviews == expected.reviews and parsed.counts == expected.counts
+    assert parsed.counts["rows"] > 550 and not parsed.counts["bad_encoding"]
+
+
+# -- tables: a text column and a rating or label column ------------------------------------------
+def test_csv_ratings_are_read_as_in_the_original_and_every_bad_row_counted():
+    data = "\n".join(
+        [
+            "id,stars,review",
+            "1,5,좋아요",
+            "2,1,별로",
+            "3,3,보통",  # neutral
+            "4,7,범위밖",  # bad rating
+            "5,,빈 평점",  # bad rating
+            '6,2.0,"두 줄\n리뷰"',  # 2.0 is 2: spreadsheets write whole numbers that way
+            "7,4",  # no review cell
+            "8,4,,extra",  # more cells than the header
+            "9,5,",  # empty review: kept, then dropped as empty after cleaning
+        ]
+    ).encode()
+    parsed = parse_table(data, "csv", "review", rating_column="stars")
+    assert parsed.reviews == ["좋아요", "별로", "두 줄\n리뷰", ""]
+    assert parsed.labels == [1, 0, 0, 1] and parsed.ratings == [5, 1, 2, 5]
+    c = parsed.counts
+    assert (c["neutral_rating"], c["bad_rating"], c["missing_text"], c["bad_row"]) == (1, 2, 1, 1)
+    kinds = ("rows", "bad_row", "bad_rating", "neutral_rating", "bad_label", "missing_text")
+    assert sum(c[k] for k in kinds) == c["lines"] == 9
+
+
+def test_json_lines_labels_and_strict_names_the_line():
+    lines = [
+        {"text": "좋아요", "y": 1},
+        {"text": "별로", "y": 0},
+        {"text": "애매", "y": 2},
+        {"text": "문자", "y": "yes"},
+        {"y": 1},
+        {"text": None, "y": 0},
+    ]
+    data = ("\n".join(json.dumps(r, ensure_ascii=False) for r in lines) + "\nnot json\n").encode()
+    parsed = parse_table(data, "jsonl", "text", label_column="y")
+    assert parsed.reviews == ["좋아요", "별로"] and parsed.labels == [1, 0]
+    c = parsed.counts
+    assert (c["bad_label"], c["missing_text"], c["bad_row"]) == (2, 2, 1)
+    with pytest.raises(PipelineError, match=r"^line 3 has a label that is not 0 or 1; fix"):
+        parse_table(data, "jsonl", "text", label_column="y", strict=True)
+
+
+def test_a_missing_source_column_names_the_columns_and_the_flag():
+    with pytest.raises(PipelineError, match=r"has no column 'score'; its columns are 'review', "):
+        parse_table(b"review,stars\n1,5\n", "csv", "review", rating_column="score")
+    with pytest.raises(PipelineError, match="pass one of them as --text-column"):
+        parse_table(b"review,stars\n1,5\n", "csv", "text", rating_column="stars")
+
+
+def test_prepare_refuses_a_cp949_source_then_reads_it_with_its_encoding(tmp_path, sample_path):
+    """The issue's case: a CP949 copy trained on 155 leftovers of 2,000 lines, silently."""
+    config = tiny_config(tmp_path, "reviews_cp949.txt")
+    config.raw_path.parent.mkdir(parents=True)
+    config.raw_path.write_bytes(sample_path.read_text(encoding="utf-8").encode("cp949", "replace"))
+    with pytest.raises(PipelineError, match=r"^reviews_cp949\.txt is not valid UTF-8 \(line 1\)"):
+        prepare(config, quiet=True)
+    assert not config.processed_dir.exists()
+    counts = prepare(config.replace(encoding="cp949"), quiet=True)
+    same_in_utf8 = tiny_config(tmp_path / "utf8", "reviews.txt")
+    same_in_utf8.raw_path.parent.mkdir(parents=True)
+    same_in_utf8.raw_path.write_bytes(config.raw_path.read_bytes().decode("cp949").encode())
+    assert counts == prepare(same_in_utf8, quiet=True)
+    assert counts["kept"] > 550 and not counts.get("bad_encoding")

@@ -75,6 +75,20 @@ def test_second_run_on_the_same_folders_is_refused_naming_the_holder(project):
     assert run_pipeline(project, names=("evaluate",), quiet=True) == [("evaluate", "skipped")]
 
 
+def test_an_unexpected_failure_names_the_stage_and_a_log_with_the_traceback(project):
+    project.encoded_path.write_bytes(b"not an npz file, but not missing either")
+    with pytest.raises(PipelineError) as caught:
+        run_pipeline(project, names=("train",), force=True, quiet=True)
+    message = str(caught.value)
+    assert message.startswith("the train stage failed unexpectedly (ValueError: ")
+    assert "\n" not in message
+    (log,) = (project.artifacts_dir / "logs").glob("train-*.log")
+    assert message.endswith(f"the traceback is in {log}")
+    text = log.read_text(encoding="utf-8")
+    assert "Traceback (most recent call last)" in text and "np.load" in text
+    assert states(project)["train"] == "stale"  # nothing recorded: the inputs changed
+
+
 def _another_value(value):
     """A different value of the same kind, valid or not: fingerprints never validate."""
     if isinstance(value, bool):
@@ -133,6 +147,7 @@ def test_runtime_only_settings_are_the_known_few():
         "download_retries",
         "download_timeout",
         "download_backoff",
+        "cluster_timeout",
         "serve_max_reviews",
         "serve_max_explain_reviews",
         "serve_max_body_bytes",

@@ -28,15 +28,18 @@ def test_default_model_is_a_stacked_lstm_over_characters():
     model = build_model(Config(), tokenizer.vocab_size, jamo_table=tokenizer.jamo_table())
     kinds = [type(layer).__name__ for layer in model.layers[1:]]
     assert kinds == [
+        "RightPad",
         "Embedding",
         "JamoEmbedding",
         "Concatenate",
         "SpatialDropout1D",
+        "KeepFirstStep",
         "MaskedConv1D",
         "MaskedMaxPool1D",
         "Bidirectional",
         "Bidirectional",
         "MaskedMaxMeanPooling",
+        "ZeroEmptyReviews",
         "Dropout",
         "Dense",
     ]
