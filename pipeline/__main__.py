@@ -132,7 +132,9 @@ def load_settings(args: argparse.Namespace):
             name: getattr(args, name, None)
             for name in ("source_format", "text_column", "rating_column", "label_column")
         },
-        encoding=args.encoding if args.command != "predict" else None,
+        # predict's --encoding is its input file's, not the training source's; serve and
+        # export have none
+        encoding=getattr(args, "encoding", None) if args.command != "predict" else None,
     )
 
 
