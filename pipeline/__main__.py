@@ -1,4 +1,4 @@
-"""Command line: python -m pipeline COMMAND (run, one stage by name, predict, status)."""
+"""Command line: python -m pipeline COMMAND (run, one stage by name, predict, serve, status)."""
 
 from __future__ import annotations
 
@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a TensorFlow SavedModel that scores raw review strings (for TF Serving)",
     )
     export.add_argument("--output", type=Path, required=True, help="the SavedModel folder")
+
+    serve = commands.add_parser(
+        "serve", parents=[common], help="serve /predict, /explain and a web page over HTTP"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (%(default)s)")
     return parser
 
 
@@ -126,7 +132,9 @@ def load_settings(args: argparse.Namespace):
             name: getattr(args, name, None)
             for name in ("source_format", "text_column", "rating_column", "label_column")
         },
-        encoding=args.encoding if args.command != "predict" else None,
+        # predict's --encoding is its input file's, not the training source's; serve and
+        # export have none
+        encoding=getattr(args, "encoding", None) if args.command != "predict" else None,
     )
 
 
@@ -178,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.export import export_savedmodel
 
             export_savedmodel(config, args.output, quiet=args.quiet)
+        elif args.command == "serve":
+            from pipeline.serve import serve
+
+            serve(config, args.host, args.port, quiet=args.quiet)
         else:
             from pipeline.stages import STAGE_NAMES, run_pipeline
 

@@ -114,6 +114,16 @@ class Config:
     # seconds a multi-worker run waits for every worker of TF_CONFIG to start
     cluster_timeout: float = setting(300.0)
 
+    # serve (runtime only: limits and batching of `python -m pipeline serve`)
+    serve_max_reviews: int = setting(1000)  # reviews in one /predict request (more: 413)
+    serve_max_explain_reviews: int = setting(20)  # each costs about maxlen model rows
+    serve_max_body_bytes: int = setting(1 << 20)  # request body size (more: 413)
+    serve_max_batch: int = setting(512)  # reviews gathered into one model batch
+    serve_batch_wait_ms: float = setting(2.0)  # how long a batch waits for more requests
+    # TensorFlow threads per model call in the service (0: one per core). One leaves the other
+    # cores to HTTP; small batches gain little from splitting each LSTM step anyway.
+    serve_model_threads: int = setting(1)
+
     def __post_init__(self) -> None:
         # Accept what TOML, flags and Python callers naturally pass: str paths, list sizes.
         for f in fields(self):
@@ -245,6 +255,16 @@ def _validate(config: Config) -> None:
         raise PipelineError("ngram_order needs mask_padding = true (n-grams must skip padding)")
     if not config.baseline_c or any(c <= 0 for c in config.baseline_c):
         raise PipelineError("baseline_c must list at least one positive value")
+    limits = (
+        "serve_max_reviews",
+        "serve_max_explain_reviews",
+        "serve_max_body_bytes",
+        "serve_max_batch",
+    )
+    if any(getattr(config, name) < 1 for name in limits) or config.serve_batch_wait_ms < 0:
+        raise PipelineError(f"{', '.join(limits)} must be positive and serve_batch_wait_ms >= 0")
+    if config.serve_model_threads < 0:
+        raise PipelineError("serve_model_threads must be 0 (one per core) or more")
     if not 0 < config.val_fraction + config.test_fraction < 1:
         raise PipelineError("val_fraction + test_fraction must be between 0 and 1")
     _validate_source(config)

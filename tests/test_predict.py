@@ -128,3 +128,26 @@ def test_streaming_never_materializes_its_input(predictor):
     assert len(first) == 150
     expected = predictor.predict_proba(REVIEWS)
     assert [p for _, p in first[:2]] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_xla_path_scores_like_the_graph_in_padded_recurring_shapes(predictor, sample_path):
+    """jit_compile pads to recurring shapes and compiles them; scores must not move."""
+    lines = sample_path.read_text(encoding="utf-8").splitlines()[:9]
+    texts = [line.split("\t", 1)[1] for line in lines] + ["좋아요 " * 80]  # 8 + 2 rows
+    jit = Predictor(predictor.artifacts_dir, batch_size=8, jit_compile=True)
+    expected = predictor.predict_proba(texts)
+    np.testing.assert_allclose(jit.predict_proba(texts), expected, atol=1e-6)  # graph, queued
+    assert jit.wait_for_compiles(timeout=300)
+    shapes = jit._forward._ready
+    assert jit._forward.jit_compile and shapes, "XLA failed or compiled nothing"
+    maxlen = jit.tokenizer.maxlen
+    for rows, width in shapes:
+        assert rows & (rows - 1) == 0 and rows <= 8
+        assert width % 8 == 0 or width == maxlen
+    compiled = len(shapes)
+    together = jit.predict_proba(texts)  # now through XLA, rows padded to powers of two
+    np.testing.assert_allclose(together, expected, atol=1e-5)
+    assert len(jit._forward._ready) == compiled, "the same batches needed new shapes"
+    jit.predict_proba(texts[0])  # a single review: compiled in turn, then scored by XLA
+    assert jit.wait_for_compiles(timeout=300)
+    assert jit.predict_proba(texts[0])[0] == pytest.approx(expected[0], abs=1e-5)

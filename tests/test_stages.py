@@ -148,6 +148,12 @@ def test_runtime_only_settings_are_the_known_few():
         "download_timeout",
         "download_backoff",
         "cluster_timeout",
+        "serve_max_reviews",
+        "serve_max_explain_reviews",
+        "serve_max_body_bytes",
+        "serve_max_batch",
+        "serve_batch_wait_ms",
+        "serve_model_threads",
     }
 
 

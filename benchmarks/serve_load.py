@@ -1,0 +1,367 @@
+# ruff: noqa: E402  (TF_CPP_MIN_LOG_LEVEL must be set before TensorFlow is imported)
+"""The scoring service under load, on loopback, against in-process batched scoring.
+
+    python benchmarks/serve_load.py --artifacts-dir /tmp/serve-bench/artifacts
+
+Starts `python -m pipeline serve` in a subprocess on a free 127.0.0.1 port, warms it up (every
+shape the load will use is XLA-compiled first), then runs --clients concurrent keep-alive
+clients that send --requests POST /predict requests between them, each with 1 to 5 real
+reviews from --source. Reports reviews/s, requests/s, p50/p99 latency, errors (any non-200, any
+answer that is not the in-process Predictor's within 1e-4), the service's memory before and
+after, and the mean batch the worker scored. Before the service starts, the same reviews are
+scored in this process by Predictor(jit_compile=True).predict_proba in one call: the ceiling the
+service is compared with. `--unbatched` adds a run with micro-batching off (serve_max_batch = 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SOURCE = REPO.parent / "shared/data/naver_shopping_sample_2k.txt"
+
+
+def load_requests(source: Path, count: int, seed: int) -> list[list[str]]:
+    """`count` requests of 1 to 5 real reviews each, drawn with a fixed seed."""
+    lines = source.read_text(encoding="utf-8").splitlines()
+    reviews = [line.split("\t", 1)[1] for line in lines if "\t" in line]
+    rng = np.random.default_rng(seed)
+    return [
+        [reviews[i] for i in rng.integers(0, len(reviews), size=rng.integers(1, 6))]
+        for _ in range(count)
+    ]
+
+
+# -- a small keep-alive HTTP/1.1 client: cheap, so the clients take little CPU from the server --
+class Client:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, payload: dict) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def run_load(port: int, jobs: list[list[str]], clients: int) -> dict:
+    """Send every job once, `clients` at a time; latency per request and the answers."""
+    latencies = np.zeros(len(jobs))
+    answers: list[list[float] | None] = [None] * len(jobs)
+    statuses = np.zeros(len(jobs), dtype=int)
+    next_job = iter(range(len(jobs)))
+
+    async def worker() -> None:
+        client = Client(port)
+        try:
+            for i in next_job:
+                started = time.perf_counter()
+                try:
+                    status, body = await client.post("/predict", {"reviews": jobs[i]})
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    status, body = 0, b""
+                    client.close()
+                    client = Client(port)
+                latencies[i] = time.perf_counter() - started
+                statuses[i] = status
+                if status == 200:
+                    predictions = json.loads(body)["predictions"]
+                    answers[i] = [p["positive_probability"] for p in predictions]
+        finally:
+            client.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return {
+        "seconds": time.perf_counter() - started,
+        "latencies": latencies,
+        "statuses": statuses,
+        "answers": answers,
+    }
+
+
+# -- the service process -------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return int(next(line for line in fh if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (all its threads) has used so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def get(port: int, path: str) -> dict:
+    import requests
+
+    return requests.get(f"http://127.0.0.1:{port}{path}", timeout=30).json()
+
+
+def start_service(artifacts: Path, settings: dict, port: int, log) -> subprocess.Popen:
+    toml = Path(tempfile.mkdtemp(prefix="serve-load-")) / "settings.toml"
+    toml.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()), encoding="utf-8")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "serve",
+        "--quiet",
+        "--port",
+        str(port),
+        "--artifacts-dir",
+        str(artifacts),
+        "--config",
+        str(toml),
+    ]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            get(port, "/health")
+            return process
+        except Exception:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the service did not start; see {log.name}") from None
+            time.sleep(0.3)
+
+
+def measure_service(
+    args, jobs: list[list[str]], expected: list[np.ndarray], settings: dict, title: str
+) -> dict:
+    port = free_port()
+    with tempfile.NamedTemporaryFile("w", prefix="serve-load-", suffix=".log", delete=False) as log:
+        process = start_service(args.artifacts_dir, settings, port, log)
+        try:
+            memory_start = rss_mib(process.pid)
+            # Warm-up: the load's first requests, then wait until every shape they used is
+            # compiled; again until a round needs no new shape (micro-batches vary).
+            for _ in range(5):
+                shapes = get(port, "/health")["xla"]["compiled_shapes"]
+                asyncio.run(run_load(port, jobs[: args.warmup], args.clients))
+                while get(port, "/health")["xla"]["queued_shapes"]:
+                    time.sleep(1)
+                if get(port, "/health")["xla"]["compiled_shapes"] == shapes:
+                    break
+            memory_before = rss_mib(process.pid)
+            health_before = get(port, "/health")
+            server_cpu, client_cpu = cpu_seconds(process.pid), time.process_time()
+            result = asyncio.run(run_load(port, jobs, args.clients))
+            server_cpu = cpu_seconds(process.pid) - server_cpu
+            client_cpu = time.process_time() - client_cpu
+            health_after = get(port, "/health")
+            memory_after = rss_mib(process.pid)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    mismatched = sum(
+        a is not None and not np.allclose(a, e, atol=1e-4)
+        for a, e in zip(result["answers"], expected, strict=True)
+    )
+    failed = int((result["statuses"] != 200).sum())
+    reviews = sum(len(job) for job in jobs)
+    lat = 1000 * result["latencies"]
+    batches = health_after["batches"] - health_before["batches"]
+    out = {
+        "reviews": reviews,
+        "requests": len(jobs),
+        "clients": args.clients,
+        "seconds": round(result["seconds"], 2),
+        "reviews_per_s": round(reviews / result["seconds"]),
+        "requests_per_s": round(len(jobs) / result["seconds"]),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "errors": failed + mismatched,
+        "batches": batches,
+        "mean_batch_reviews": round(reviews / max(batches, 1), 1),
+        "server_cpu_ms_per_request": round(1000 * server_cpu / len(jobs), 3),
+        "client_cpu_ms_per_request": round(1000 * client_cpu / len(jobs), 3),
+        "rss_mib_at_start": round(memory_start),
+        "rss_mib_before": round(memory_before),
+        "rss_mib_after": round(memory_after),
+        "xla_shapes": health_after["xla"]["compiled_shapes"],
+        "xla_shapes_compiled_while_measuring": health_after["xla"]["compiled_shapes"]
+        - health_before["xla"]["compiled_shapes"],
+    }
+    print(f"\n{title}")
+    print(
+        f"  {out['requests']:,} requests ({out['reviews']:,} reviews) from {args.clients} "
+        f"clients in {out['seconds']} s"
+    )
+    print(
+        f"  {out['reviews_per_s']:,} reviews/s, {out['requests_per_s']:,} requests/s; latency "
+        f"p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms"
+    )
+    print(
+        f"  errors {out['errors']} ({failed} non-200, {mismatched} answers not the "
+        f"predictor's); {batches:,} model batches, {out['mean_batch_reviews']} reviews each; "
+        f"{out['xla_shapes']} XLA shapes, {out['xla_shapes_compiled_while_measuring']} of them "
+        "compiled while measuring"
+    )
+    print(
+        f"  CPU per request: service {out['server_cpu_ms_per_request']} ms, load clients "
+        f"{out['client_cpu_ms_per_request']} ms"
+    )
+    print(
+        f"  service RSS: {out['rss_mib_at_start']} MiB at start, {out['rss_mib_before']} MiB "
+        f"after warm-up, {out['rss_mib_after']} MiB after the load"
+    )
+    return out
+
+
+def measure_in_process(args, jobs: list[list[str]]) -> tuple[dict, list[np.ndarray]]:
+    """The same reviews through Predictor in one call; and the answers every request expects."""
+    from pipeline.predict import Predictor
+
+    texts = [t for job in jobs for t in job]
+    reference = Predictor(args.artifacts_dir).predict_proba(texts)  # the traced graph
+    expected, start = [], 0
+    for job in jobs:
+        expected.append(reference[start : start + len(job)])
+        start += len(job)
+    predictor = Predictor(args.artifacts_dir, jit_compile=True)
+    predictor.predict_proba(texts)
+    predictor.wait_for_compiles()
+    cpu = time.process_time()
+    best = min(timed(predictor.predict_proba, texts) for _ in range(3))
+    cpu = (time.process_time() - cpu) / 3
+    out = {
+        "reviews": len(texts),
+        "reviews_per_s": round(len(texts) / best),
+        "cpu_ms_per_review": round(1000 * cpu / len(texts), 3),
+    }
+    print(
+        f"\nin-process: Predictor(jit_compile=True).predict_proba on all {len(texts):,} "
+        f"reviews at once, best of 3: {out['reviews_per_s']:,} reviews/s; "
+        f"{out['cpu_ms_per_review']} ms CPU per review"
+    )
+    return out, expected
+
+
+def timed(fn, *args) -> float:
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--artifacts-dir",
+        type=Path,
+        required=True,
+        help="a trained model (model.keras + tokenizer.json)",
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=DEFAULT_SOURCE,
+        help="RATING<TAB>REVIEW lines to draw reviews from (default: %(default)s)",
+    )
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--requests", type=int, default=6000, help="requests in the measured run")
+    parser.add_argument("--warmup", type=int, default=2000, help="requests before measuring")
+    parser.add_argument(
+        "--wait-ms", type=float, default=None, help="serve_batch_wait_ms (default: the config's)"
+    )
+    parser.add_argument(
+        "--unbatched",
+        action="store_true",
+        help="also run with micro-batching off (serve_max_batch = 1)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="service settings (TOML values), e.g. serve_model_threads=0",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "nproc": nproc,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "loadavg_at_start": os.getloadavg(),
+    }
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    jobs = load_requests(args.source, args.requests, args.seed)
+    settings = dict(item.split("=", 1) for item in args.set)
+    if args.wait_ms is not None:
+        settings["serve_batch_wait_ms"] = args.wait_ms
+    results: dict = {"machine": info, "source": str(args.source), "settings": settings}
+    # Reference answers first (in this process; the service runs alone while measured).
+    in_process, expected = measure_in_process(args, jobs)
+    results["in_process"] = in_process
+    results["service"] = measure_service(
+        args, jobs, expected, settings, "service, micro-batching on"
+    )
+    if args.unbatched:
+        results["unbatched"] = measure_service(
+            args,
+            jobs,
+            expected,
+            {**settings, "serve_max_batch": 1},
+            "service, micro-batching off (max batch 1)",
+        )
+    share = results["service"]["reviews_per_s"] / in_process["reviews_per_s"]
+    results["service_share_of_in_process"] = round(share, 3)
+    print(f"\nservice / in-process: {share:.0%}")
+    line = json.dumps(results)
+    if args.json_out:
+        args.json_out.write_text(line + "\n", encoding="utf-8")
+    print("\n" + line)
+
+
+if __name__ == "__main__":
+    main()
