@@ -1,3 +1,5 @@
+import pytest
+
 from pipeline.cleaning import clean_text, clean_texts
 
 
@@ -18,3 +20,77 @@ def test_whitespace_of_any_kind_becomes_one_space_and_ends_are_stripped():
 def test_text_with_nothing_to_keep_is_empty():
     assert clean_text("Great!!! 👍👍") == ""
     assert clean_texts(["", "   ", "A"]) == ["", "", ""]
+
+
+# -- the exact character class: [ㄱ-ㅎㅏ-ㅣ가-힣0-9] and whitespace, nothing else ----------------
+# ㄱ-ㅎ (U+3131-U+314E) and ㅏ-ㅣ (U+314F-U+3163) meet: together one block of 51 jamo.
+KEPT_RANGES = ((0x3131, 0x3163), (0xAC00, 0xD7A3), (ord("0"), ord("9")))
+
+
+def kept(code: int) -> bool:
+    return any(low <= code <= high for low, high in KEPT_RANGES)
+
+
+def test_every_code_point_is_kept_exactly_when_it_is_compatibility_jamo_a_syllable_or_0_to_9():
+    """All 1,114,112 code points at once: the class is exactly the notebook's, edge to edge."""
+    others = "".join(chr(c) for c in range(0x110000) if not chr(c).isspace())
+    assert clean_text(others) == "".join(ch for ch in others if kept(ord(ch)))
+
+
+def test_every_whitespace_character_separates_words_as_one_space():
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert len(spaces) == 29  # \t..\r, \x1c..\x1f, space, NEL, NBSP, U+2000..U+200A, U+3000, ...
+    for space in spaces:
+        assert clean_text(f"좋아{space}요{space * 3}") == "좋아 요", hex(ord(space))
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["ㄱ", "ㅎ", "ㅏ", "ㅣ", "가", "힣", "0", "9", "ㅋ", "ㅠ", "뷁"],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
+def test_range_ends_and_common_jamo_are_kept(char):
+    assert clean_text(f"a{char}b") == char
+
+
+@pytest.mark.parametrize(
+    "char,what",
+    [
+        ("\u3130", "unassigned, just before ㄱ"),
+        ("\u3164", "Hangul filler, just after ㅣ"),
+        ("\u3165", "old jamo ㅥ, after ㅣ"),
+        ("\u318d", "ㆍ arae-a, compatibility jamo outside the class"),
+        ("\uabff", "unassigned, just before 가"),
+        ("\ud7a4", "unassigned, just after 힣"),
+        ("\ud7b0", "Hangul Jamo Extended-B"),
+        ("\u1100", "Hangul Jamo block: choseong ㄱ"),
+        ("\u1161", "Hangul Jamo block: jungseong ㅏ"),
+        ("\u11a8", "Hangul Jamo block: jongseong ㄱ"),
+        ("\ua960", "Hangul Jamo Extended-A"),
+        ("\uffa1", "halfwidth ㄱ"),
+        ("\u3200", "parenthesized ㄱ"),
+        ("/", "just before 0"),
+        (":", "just after 9"),
+        ("\uff10", "fullwidth 0"),
+        ("\uff19", "fullwidth 9"),
+        ("\u0663", "Arabic-Indic 3"),
+        ("²", "superscript 2"),
+        ("A", "Latin capital"),
+        ("z", "Latin small"),
+        ("é", "Latin with accent"),
+        ("漢", "Han"),
+        ("か", "Hiragana"),
+        ("😀", "emoji"),
+        ("\u200b", "zero-width space, not whitespace"),
+        ("!", "punctuation"),
+        ("\ud800", "lone surrogate"),
+    ],
+    ids=lambda v: f"U+{ord(v):04X}" if len(v) == 1 else v,
+)
+def test_neighbours_and_look_alikes_are_dropped(char, what):
+    assert clean_text(f"가{char}나") == "가나", what
+
+
+def test_decomposed_hangul_is_dropped_not_recomposed():
+    """NFD Hangul (U+1100 jamo, as macOS may send) is outside the class: pinned as it is."""
+    assert clean_text("\u1100\u1161 좋아") == "좋아"
