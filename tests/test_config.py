@@ -47,25 +47,29 @@ def test_to_dict_is_json_ready():
     assert json.loads(json.dumps(Config().to_dict()))["rnn_units"] == [64, 32]
 
 
+INVALID = [
+    ({"cell": "rnn"}, "^cell must be lstm, gru or simplernn, not 'rnn'$"),
+    ({"distribute": "tpu"}, "^distribute must be none, mirrored or multi-worker, not 'tpu'$"),
+    ({"lr_schedule": "step"}, "^lr_schedule must be constant or cosine, not 'step'$"),
+    ({"conv_kernel": 4}, "^conv_kernel must be odd, so the convolution is centred$"),
+    ({"token_unit": "word"}, "^token_unit must be char or jamo, not 'word'$"),
+    ({"padding": "both"}, "^padding and truncating must each be 'pre' or 'post'$"),
+    ({"truncating": "middle"}, "^padding and truncating must each be 'pre' or 'post'$"),
+    ({"maxlen": 0}, "^maxlen, epochs and batch_size must be positive$"),
+    ({"epochs": 0}, "^maxlen, epochs and batch_size must be positive$"),
+    ({"batch_size": 0}, "^maxlen, epochs and batch_size must be positive$"),
+    ({"rnn_units": []}, "^rnn_units must list at least one positive layer size$"),
+    ({"rnn_units": [8, 0]}, "^rnn_units must list at least one positive layer size$"),
+    ({"val_fraction": 0.5, "test_fraction": 0.5}, "^val_fraction \\+ test_fraction must be"),
+    ({"val_fraction": 0.0, "test_fraction": 0.0}, "^val_fraction \\+ test_fraction must be"),
+    ({"val_fraction": 0.7, "test_fraction": 0.6}, "^val_fraction \\+ test_fraction must be"),
+]
+
+
 @pytest.mark.parametrize(
     "changes,message",
-    [
-        ({"cell": "rnn"}, "^cell must be lstm, gru or simplernn, not 'rnn'$"),
-        ({"distribute": "tpu"}, "^distribute must be none, mirrored or multi-worker, not 'tpu'$"),
-        ({"lr_schedule": "step"}, "^lr_schedule must be constant or cosine, not 'step'$"),
-        ({"conv_kernel": 4}, "^conv_kernel must be odd, so the convolution is centred$"),
-        ({"token_unit": "word"}, "^token_unit must be char or jamo, not 'word'$"),
-        ({"padding": "both"}, "^padding and truncating must each be 'pre' or 'post'$"),
-        ({"truncating": "middle"}, "^padding and truncating must each be 'pre' or 'post'$"),
-        ({"maxlen": 0}, "^maxlen, epochs and batch_size must be positive$"),
-        ({"epochs": 0}, "^maxlen, epochs and batch_size must be positive$"),
-        ({"batch_size": 0}, "^maxlen, epochs and batch_size must be positive$"),
-        ({"rnn_units": []}, "^rnn_units must list at least one positive layer size$"),
-        ({"rnn_units": [8, 0]}, "^rnn_units must list at least one positive layer size$"),
-        ({"val_fraction": 0.5, "test_fraction": 0.5}, "^val_fraction \\+ test_fraction must be"),
-        ({"val_fraction": 0.0, "test_fraction": 0.0}, "^val_fraction \\+ test_fraction must be"),
-        ({"val_fraction": 0.7, "test_fraction": 0.6}, "^val_fraction \\+ test_fraction must be"),
-    ],
+    INVALID,
+    ids=["-".join(f"{k}={v}" for k, v in changes.items()) for changes, _ in INVALID],
 )
 def test_each_invalid_setting_is_refused_with_its_own_reason(changes, message):
     with pytest.raises(PipelineError, match=message):
