@@ -130,3 +130,123 @@ def test_jamo_table_shares_jamo_between_syllables():
     assert row["나"][1] == row["가"][1] and row["나"][0] != row["가"][0]  # same vowel ㅏ
     assert row["1"][1:] == [0, 0] and row["<OOV>"][1:] == [0, 0]
     assert table.shape == (tok.vocab_size, 3) and count == int(table.max())
+
+
+def test_bad_sides_and_units_are_refused_when_made():
+    with pytest.raises(ValueError, match="^padding and truncating must be 'pre' or 'post'$"):
+        CharTokenizer(padding="middle")
+    with pytest.raises(ValueError, match="^padding and truncating must be 'pre' or 'post'$"):
+        CharTokenizer(truncating="middle")
+    with pytest.raises(ValueError, match=r"^unit must be one of \('char', 'jamo'\)$"):
+        CharTokenizer(unit="word")
+
+
+def test_an_unfitted_tokenizer_says_to_fit_or_load():
+    message = "^the tokenizer is not fitted; call fit\\(\\) or load a saved one$"
+    for use in (lambda t: t.encode(["가"]), lambda t: t.vocab_size, lambda t: t.save("x.json")):
+        with pytest.raises(PipelineError, match=message):
+            use(CharTokenizer())
+
+
+def test_num_words_keeps_the_most_frequent_characters_and_caps_the_vocabulary():
+    tok = CharTokenizer(maxlen=6, num_words=4).fit(["가가가나나다"])  # 가: 2, 나: 3, 다: 4
+    assert tok.vocab_size == 4
+    assert tok.encode(["다나가"]).tolist() == [[0, 0, 0, 1, 3, 2]]
+    assert CharTokenizer(num_words=100).fit(["가나"]).vocab_size == 4
+
+
+def test_lower_false_keeps_case_apart():
+    tok = CharTokenizer(maxlen=2, lower=False).fit(["aA"])
+    assert tok.word_index_ == {"<OOV>": 1, "a": 2, "A": 3}
+    assert CharTokenizer(maxlen=2).fit(["aA"]).encode(["Aa"]).tolist() == [[2, 2]]
+
+
+def test_long_and_short_texts_mixed_are_each_cut_and_padded_on_their_sides():
+    tok = CharTokenizer(maxlen=3, padding="post", truncating="pre").fit(["abcdef"])
+    out = tok.encode(["abcdef", "a", "", "abcd", "xyz"]).tolist()
+    assert out == [[5, 6, 7], [2, 0, 0], [0, 0, 0], [3, 4, 5], [1, 1, 1]]
+    tok = CharTokenizer(maxlen=3, padding="pre", truncating="post").fit(["abcdef"])
+    assert tok.encode(["abcdef", "a", "abcd"]).tolist() == [[2, 3, 4], [0, 0, 2], [2, 3, 4]]
+
+
+@pytest.mark.parametrize(
+    "corrupt,message",
+    [
+        (lambda c: c.update(num_words="5"), "'num_words' must be an integer or null"),
+        (lambda c: c.update(num_words=True), "'num_words' must be an integer or null"),
+        (lambda c: c.pop("num_words"), "'num_words' must be an integer or null"),
+        (lambda c: c.update(lower=1), "'lower' is missing or not a bool"),
+        (lambda c: c.update(oov_token=None), "'oov_token' is missing or not a str"),
+        (lambda c: c.update(word_index=[]), "'word_index' is missing or not a dict"),
+        (lambda c: c.update(padding="middle"), "padding and truncating must be 'pre' or 'post'"),
+        (lambda c: c.update(truncating="x"), "padding and truncating must be 'pre' or 'post'"),
+        (lambda c: c.update(unit="word"), "unit must be one of char, jamo"),
+        (lambda c: c.update(word_index={"가": 1}), "must map the OOV token to 1"),
+        (lambda c: c["word_index"].update({"<OOV>": 2, "가": 1}), "must map the OOV token to 1"),
+        (lambda c: c["word_index"].update({"가": 2.0}), "number its entries 1, 2, 3"),
+        (lambda c: c["word_index"].update({"가": 5}), "number its entries 1, 2, 3"),
+        (lambda c: c.clear(), "not a char-tokenizer file"),
+    ],
+    ids=lambda v: None,
+)
+def test_load_rejects_each_invalid_setting_with_the_reason(tmp_path, corrupt, message):
+    config = CharTokenizer().fit(["가나다"]).get_config()
+    corrupt(config)
+    path = tmp_path / "tok.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(PipelineError) as info:
+        CharTokenizer.load(path)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+
+
+def test_files_without_a_unit_are_char_tokenizers(tmp_path):
+    config = CharTokenizer().fit(["가나다"]).get_config()
+    del config["unit"]
+    (tmp_path / "tok.json").write_text(json.dumps(config), encoding="utf-8")
+    assert CharTokenizer.load(tmp_path / "tok.json").unit == "char"
+
+
+def test_a_file_that_is_not_json_text_is_unreadable(tmp_path):
+    (tmp_path / "bytes.json").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "folder.json").mkdir()
+    for name in ("bytes.json", "folder.json"):
+        with pytest.raises(PipelineError, match=f"{name} is not a readable tokenizer file: "):
+            CharTokenizer.load(tmp_path / name)
+
+
+def test_saved_file_holds_everything_encoding_needs(tmp_path):
+    tok = CharTokenizer(maxlen=7, num_words=9, padding="post", truncating="post", unit="jamo")
+    tok.fit(["가나다"]).save(tmp_path / "tok.json")
+    saved = json.loads((tmp_path / "tok.json").read_text(encoding="utf-8"))
+    assert {k: v for k, v in saved.items() if k != "word_index"} == {
+        "format": "char-tokenizer",
+        "format_version": 1,
+        "maxlen": 7,
+        "oov_token": "<OOV>",
+        "num_words": 9,
+        "lower": True,
+        "padding": "post",
+        "truncating": "post",
+        "unit": "jamo",
+    }
+
+
+def test_the_tokenize_stage_reports_its_vocabulary_and_lengths(tmp_path, capsys):
+    import pandas as pd
+
+    from pipeline.config import Config
+    from pipeline.prepare import write_split
+    from pipeline.tokenizer import tokenize
+
+    config = Config(data_dir=tmp_path, artifacts_dir=tmp_path, maxlen=4)
+    for name, texts in (("train", ["가나다라마", "가나", "다"]), ("val", ["바"]), ("test", ["가"])):
+        frame = pd.DataFrame({"label": [1] * len(texts), "rating": [5] * len(texts), "text": texts})
+        write_split(frame, config.split_path(name))
+    summary = tokenize(config)
+    assert summary == {"vocab_size": 7, "mean_length": 2.3, "share_at_maxlen": 0.3333}
+    assert capsys.readouterr().out == "tokenize: 7 indices, mean review length 2.3 characters\n"
+    arrays = np.load(config.encoded_path)
+    assert arrays["y_train"].dtype == np.int8 and arrays["y_val"].tolist() == [1]
+    assert arrays["x_test"].dtype == np.int32 and arrays["x_val"].tolist() == [[0, 0, 0, 1]]
+    tokenize(config, quiet=True)
+    assert capsys.readouterr().out == ""
