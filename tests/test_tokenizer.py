@@ -250,3 +250,19 @@ def test_the_tokenize_stage_reports_its_vocabulary_and_lengths(tmp_path, capsys)
     assert arrays["x_test"].dtype == np.int32 and arrays["x_val"].tolist() == [[0, 0, 0, 1]]
     tokenize(config, quiet=True)
     assert capsys.readouterr().out == ""
+
+
+def test_jamo_table_gives_the_oov_token_and_capped_indices_their_own_rows(tmp_path):
+    tok = CharTokenizer(oov_token="<>", num_words=4).fit(["각각각가가나"])  # 각 2, 가 3, 나 cut
+    table, count = tok.jamo_table()
+    assert table.dtype == np.int32 and table.shape == (4, 3)
+    assert table[0].tolist() == [0, 0, 0]  # padding
+    assert table[1].tolist() == [1, 0, 0]  # the OOV token, however short, is one jamo
+    assert table[2].tolist() == [2, 3, 4] and table[3].tolist() == [2, 3, 0]  # 각 = ㄱ ㅏ ㄱ
+    assert count == 4
+    # a file with its index in another order numbers the jamo otherwise, but fills every row
+    config = tok.get_config()
+    config["word_index"] = dict(reversed(config["word_index"].items()))
+    (tmp_path / "tok.json").write_text(json.dumps(config), encoding="utf-8")
+    again, again_count = CharTokenizer.load(tmp_path / "tok.json").jamo_table()
+    assert (again > 0).tolist() == (table > 0).tolist() and again_count == count
