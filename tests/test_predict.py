@@ -267,3 +267,17 @@ def test_a_tokenizer_of_another_size_names_both_sizes(known, tmp_path):
     message = r"tokenizer.json has 5 indices but .*model.keras embeds 10: they come from different"
     with pytest.raises(PipelineError, match=message):
         Predictor(tmp_path)
+
+
+def test_streams_are_scored_a_chunk_at_a_time(known):
+    pulled = []
+
+    def lines():
+        for i, line in enumerate(MIXED):
+            pulled.append(i)
+            yield line
+
+    stream = Predictor(known[0]).predict_stream(lines(), chunk=3)
+    next(stream)
+    assert len(pulled) == 3  # the first answer waits for a whole chunk, not one line
+    assert len(list(stream)) == len(MIXED) - 1

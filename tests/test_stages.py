@@ -250,8 +250,38 @@ def test_why_a_stage_is_not_fresh(early):
         "stale",
         "its outputs were modified after it ran",
     )
+    for split in ("val", "test"):
+        path = early.split_path(split)
+        path.write_text(path.read_text("utf-8") + "1\t5\t새 리뷰\n", "utf-8")
+    assert stage_state(tokenize, early) == (
+        "stale",
+        "changed since last run: train.tsv, val.tsv, test.tsv",
+    )
+    early.raw_path.unlink()  # an input gone: no file to name, but the fingerprint differs
+    assert stage_state(get_stage("prepare"), early) == ("stale", "changed since last run: inputs")
     early.encoded_path.unlink()
     assert stage_state(tokenize, early) == ("missing", f"{early.encoded_path} not found")
+    early.tokenizer_path.unlink()
+    assert stage_state(tokenize, early) == (
+        "missing",
+        f"{early.tokenizer_path}, {early.encoded_path} not found",
+    )
+
+
+def test_each_changed_setting_is_named(early):
+    changed = early.replace(maxlen=7, padding="post")
+    assert stage_state(get_stage("tokenize"), changed) == (
+        "stale",
+        "changed since last run: maxlen, padding",
+    )
+
+
+def test_a_record_without_its_finishing_time_still_counts_as_fresh(early):
+    path = early.data_dir / "stages" / "prepare.json"
+    record = json.loads(path.read_text("utf-8"))
+    del record["finished_at"]
+    path.write_text(json.dumps(record), "utf-8")
+    assert stage_state(get_stage("prepare"), early) == ("fresh", "up to date since ?")
 
 
 def test_a_moved_project_stays_fresh(early, tmp_path):
