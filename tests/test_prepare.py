@@ -137,7 +137,8 @@ def test_file_without_usable_rows_is_an_error(tmp_path):
     config = tiny_config(tmp_path, "unused")
     config.raw_path.parent.mkdir(parents=True)
     config.raw_path.write_text("hello\nworld\n", encoding="utf-8")
-    with pytest.raises(PipelineError, match="no usable 'RATING<TAB>REVIEW' lines"):
+    message = r"no usable 'RATING<TAB>REVIEW' lines \(2 lines read\); check that --source points"
+    with pytest.raises(PipelineError, match=message + " at the review file$"):
         prepare(config, quiet=True)
 
 
@@ -225,16 +226,20 @@ def test_a_bom_only_counts_at_the_start():
 @pytest.mark.parametrize("labels", [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
 def test_a_file_with_too_few_of_a_label_to_split_says_so(tmp_path, labels):
     data = "".join(f"{5 if y else 1}\t리뷰 {i}\n" for i, y in enumerate(labels)).encode()
-    with pytest.raises(
-        PipelineError, match=f"the source has {len(labels)} usable reviews and needs"
-    ):
+    message = (
+        f"^the source has {len(labels)} usable reviews and needs at least 3 of each label to "
+        "split; check that --source points at the review file$"
+    )
+    with pytest.raises(PipelineError, match=message):
         prepare(raw_project(tmp_path, data), quiet=True)
 
 
-def test_three_of_each_label_is_enough_to_split(tmp_path):
-    data = "".join(f"{5 if i % 2 else 1}\t리뷰 {i}\n" for i in range(30)).encode()
+@pytest.mark.parametrize("positives", [3, 27])
+def test_three_of_each_label_is_enough_to_split(tmp_path, positives):
+    data = "".join(f"{5 if i < positives else 1}\t리뷰 {i}\n" for i in range(30)).encode()
     counts = prepare(raw_project(tmp_path, data), quiet=True)
     assert [counts["splits"][n]["rows"] for n in SPLITS] == [24, 3, 3]
+    assert sum(counts["splits"][n]["positive"] for n in SPLITS) == positives
 
 
 def test_the_configured_fractions_size_the_splits(tmp_path, sample_path):
@@ -252,6 +257,15 @@ def test_a_different_seed_gives_a_different_split(tmp_path, sample_path):
         prepare(config, quiet=True)
         tests.append(set(read_split(config.split_path("test"))["text"]))
     assert tests[0] != tests[1]
+
+
+def test_splits_read_back_as_written(tmp_path, sample_path):
+    config = raw_project(tmp_path, sample_path.read_bytes())
+    prepare(config, quiet=True)
+    frame = read_split(config.split_path("train"))
+    assert frame.columns.tolist() == ["label", "rating", "text"]
+    assert [str(t) for t in frame.dtypes[:2]] == ["int64", "int64"]
+    assert all(type(text) is str for text in frame["text"])
 
 
 def test_a_missing_split_says_to_run_prepare(tmp_path):

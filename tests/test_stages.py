@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import shutil
+import time
 
 import pytest
 
@@ -210,7 +211,7 @@ def test_stages_run_in_graph_order_and_skip_until_forced(early):
 
 def test_progress_is_printed_unless_quiet(early, capsys):
     capsys.readouterr()
-    run_pipeline(early, names=("prepare", "tokenize"), quiet=True)
+    run_pipeline(early, names=("prepare", "tokenize"), force=True, quiet=True)
     assert capsys.readouterr().out == ""
     run_pipeline(early, names=("prepare", "tokenize"))
     out = capsys.readouterr().out.splitlines()
@@ -218,7 +219,24 @@ def test_progress_is_printed_unless_quiet(early, capsys):
     run_pipeline(early, names=("tokenize",), force=True)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "tokenize: running"
+    assert out[1].startswith("tokenize: ") and " indices, mean review length " in out[1]
     assert out[-1].startswith("tokenize: done in ") and out[-1].endswith(" s")
+
+
+def test_one_stage_can_be_run_and_recorded_on_its_own(early, capsys):
+    from pipeline.stages import run_stage
+
+    capsys.readouterr()
+    started = time.perf_counter()
+    record = run_stage(get_stage("tokenize"), early)
+    elapsed = time.perf_counter() - started
+    assert capsys.readouterr().out.startswith("tokenize: ")  # not quiet unless asked
+    assert record["fingerprint"] == fingerprint(get_stage("tokenize"), early)[0]
+    assert stage_state(get_stage("tokenize"), early)[0] == "fresh"
+    assert isinstance(record["seconds"], float) and 0 <= record["seconds"] <= elapsed
+    assert record["finished_at"].endswith("+00:00")  # UTC, to the second
+    run_stage(get_stage("tokenize"), early, quiet=True)
+    assert capsys.readouterr().out == ""
 
 
 def test_each_setting_changes_the_fingerprints_of_exactly_the_stages_it_names(early):
@@ -316,7 +334,10 @@ def test_a_missing_input_names_the_stage_or_the_source_to_fix(tmp_path, early):
     from tests.conftest import tiny_config
 
     config = tiny_config(tmp_path, tmp_path / "nowhere.txt")
-    with pytest.raises(PipelineError, match=r"nowhere.txt does not exist; pass --source with"):
+    message = (
+        r"nowhere.txt does not exist; pass --source with the path or URL of naver_shopping.txt$"
+    )
+    with pytest.raises(PipelineError, match=message):
         run_pipeline(config, names=("download",), quiet=True)
     with pytest.raises(PipelineError, match=r"naver_shopping.txt is missing; run `python -m pipe"):
         run_pipeline(config, names=("prepare",), quiet=True)
