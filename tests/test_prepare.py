@@ -1,3 +1,5 @@
+import warnings
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -262,7 +264,9 @@ def test_a_different_seed_gives_a_different_split(tmp_path, sample_path):
 def test_splits_read_back_as_written(tmp_path, sample_path):
     config = raw_project(tmp_path, sample_path.read_bytes())
     prepare(config, quiet=True)
-    frame = read_split(config.split_path("train"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a user would see any warning on every later stage
+        frame = read_split(config.split_path("train"))
     assert frame.columns.tolist() == ["label", "rating", "text"]
     assert [str(t) for t in frame.dtypes[:2]] == ["int64", "int64"]
     assert all(type(text) is str for text in frame["text"])
