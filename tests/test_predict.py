@@ -281,3 +281,12 @@ def test_streams_are_scored_a_chunk_at_a_time(known):
     next(stream)
     assert len(pulled) == 3  # the first answer waits for a whole chunk, not one line
     assert len(list(stream)) == len(MIXED) - 1
+
+
+def test_predictor_is_reloaded_when_its_model_changes(known, tmp_path):
+    folder = tmp_path / "artifacts"
+    shutil.copytree(known[0], folder)
+    first = get_predictor(folder)
+    model = folder / "model.keras"
+    model.write_bytes(model.read_bytes())  # same bytes, new modification time
+    assert get_predictor(folder) is not first

@@ -275,3 +275,15 @@ def test_splits_read_back_as_written(tmp_path, sample_path):
 def test_a_missing_split_says_to_run_prepare(tmp_path):
     with pytest.raises(PipelineError, match=r"train.tsv is missing; run `python -m pipeline prep"):
         read_split(tmp_path / "train.tsv")
+
+
+def test_every_blank_line_is_counted():
+    parsed = parse_lines("5\t좋아\n\n  \n\t\n1\t별로\n".encode())
+    assert parsed.counts["blank"] == 3 and parsed.counts["rows"] == 2
+
+
+def test_a_review_of_exactly_the_limit_is_not_long():
+    at_limit = parse_lines(("1\t" + "가" * LONG_REVIEW_CHARS).encode())
+    assert at_limit.counts["long_review"] == 0 and at_limit.counts["rows"] == 1
+    over = parse_lines(("1\t" + "가" * (LONG_REVIEW_CHARS + 1)).encode())
+    assert over.counts["long_review"] == 1 and over.counts["rows"] == 1
