@@ -257,14 +257,17 @@ def test_a_model_without_an_embedding_is_refused(known, tmp_path):
     inputs = keras.Input((None,), dtype="int32")
     outputs = keras.layers.Dense(1)(keras.layers.CategoryEncoding(20, output_mode="count")(inputs))
     keras.Model(inputs, outputs).save(tmp_path / "model.keras")
-    with pytest.raises(PipelineError, match="has no Embedding layer; it is not a model of ours"):
+    with pytest.raises(PipelineError, match="^the saved model has no Embedding layer; it is not a"):
         Predictor(tmp_path)
 
 
 def test_a_tokenizer_of_another_size_names_both_sizes(known, tmp_path):
     shutil.copy(known[0] / "model.keras", tmp_path)
     CharTokenizer().fit(["가나다"]).save(tmp_path / "tokenizer.json")
-    message = r"tokenizer.json has 5 indices but .*model.keras embeds 10: they come from different"
+    message = (
+        r"tokenizer.json has 5 indices but .*model.keras embeds 10: they come from different "
+        r"runs; rerun `python -m pipeline train`$"
+    )
     with pytest.raises(PipelineError, match=message):
         Predictor(tmp_path)
 
@@ -290,3 +293,21 @@ def test_predictor_is_reloaded_when_its_model_changes(known, tmp_path):
     model = folder / "model.keras"
     model.write_bytes(model.read_bytes())  # same bytes, new modification time
     assert get_predictor(folder) is not first
+
+
+def test_a_model_with_code_in_it_is_refused_and_a_broken_one_explained(known, tmp_path):
+    shutil.copy(known[0] / "tokenizer.json", tmp_path)
+    inputs = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(10, 1)(inputs)
+    x = keras.layers.Lambda(lambda t: t * 2)(x)  # arbitrary code: must never be deserialized
+    outputs = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x))
+    keras.Model(inputs, outputs).save(tmp_path / "model.keras")
+    message = (
+        r"model.keras cannot be loaded \((\w+Error): .*\); retrain with `python -m pipeline train`$"
+    )
+    with pytest.raises(PipelineError, match=message) as info:
+        Predictor(tmp_path)
+    assert "NoneType" not in str(info.value)
+    (tmp_path / "model.keras").write_bytes(b"not a zip file")
+    with pytest.raises(PipelineError, match=message):
+        Predictor(tmp_path)
