@@ -169,22 +169,38 @@ def test_long_and_short_texts_mixed_are_each_cut_and_padded_on_their_sides():
     assert tok.encode(["abcdef", "a", "abcd"]).tolist() == [[2, 3, 4], [0, 0, 2], [2, 3, 4]]
 
 
+NUM_WORDS = "tokenizer setting 'num_words' must be an integer or null"
+SIDES = "tokenizer padding and truncating must be 'pre' or 'post'"
+OOV = "tokenizer word_index must map the OOV token to 1"
+NUMBERING = "tokenizer word_index must number its entries 1, 2, 3, ... once each"
+
+
 @pytest.mark.parametrize(
     "corrupt,message",
     [
-        (lambda c: c.update(num_words="5"), "'num_words' must be an integer or null"),
-        (lambda c: c.update(num_words=True), "'num_words' must be an integer or null"),
-        (lambda c: c.pop("num_words"), "'num_words' must be an integer or null"),
-        (lambda c: c.update(lower=1), "'lower' is missing or not a bool"),
-        (lambda c: c.update(oov_token=None), "'oov_token' is missing or not a str"),
-        (lambda c: c.update(word_index=[]), "'word_index' is missing or not a dict"),
-        (lambda c: c.update(padding="middle"), "padding and truncating must be 'pre' or 'post'"),
-        (lambda c: c.update(truncating="x"), "padding and truncating must be 'pre' or 'post'"),
-        (lambda c: c.update(unit="word"), "unit must be one of char, jamo"),
-        (lambda c: c.update(word_index={"가": 1}), "must map the OOV token to 1"),
-        (lambda c: c["word_index"].update({"<OOV>": 2, "가": 1}), "must map the OOV token to 1"),
-        (lambda c: c["word_index"].update({"가": 2.0}), "number its entries 1, 2, 3"),
-        (lambda c: c["word_index"].update({"가": 5}), "number its entries 1, 2, 3"),
+        (lambda c: c.update(num_words="5"), NUM_WORDS),
+        (lambda c: c.update(num_words=True), NUM_WORDS),
+        (lambda c: c.pop("num_words"), NUM_WORDS),
+        (lambda c: c.update(lower=1), "tokenizer setting 'lower' is missing or not a bool"),
+        (
+            lambda c: c.update(oov_token=None),
+            "tokenizer setting 'oov_token' is missing or not a str",
+        ),
+        (
+            lambda c: c.update(word_index=[]),
+            "tokenizer setting 'word_index' is missing or not a dict",
+        ),
+        (lambda c: c.update(padding="middle"), SIDES),
+        (lambda c: c.update(truncating="x"), SIDES),
+        (lambda c: c.update(unit="word"), "tokenizer unit must be one of char, jamo"),
+        (lambda c: c.update(word_index={"가": 1}), OOV),
+        (lambda c: c["word_index"].update({"<OOV>": 2, "가": 1}), OOV),
+        (lambda c: c["word_index"].update({"가": 2.0}), NUMBERING),
+        (lambda c: c["word_index"].update({"가": 5}), NUMBERING),
+        (
+            lambda c: c["word_index"].update({"가나": len(c["word_index"]) + 1}),
+            "tokenizer word_index keys must be single characters",
+        ),
         (lambda c: c.clear(), "not a char-tokenizer file"),
     ],
     ids=lambda v: None,
@@ -196,7 +212,7 @@ def test_load_rejects_each_invalid_setting_with_the_reason(tmp_path, corrupt, me
     path.write_text(json.dumps(config), encoding="utf-8")
     with pytest.raises(PipelineError) as info:
         CharTokenizer.load(path)
-    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+    assert str(info.value) == f"{path}: {message}"
 
 
 def test_files_without_a_unit_are_char_tokenizers(tmp_path):
@@ -266,3 +282,21 @@ def test_jamo_table_gives_the_oov_token_and_capped_indices_their_own_rows(tmp_pa
     (tmp_path / "tok.json").write_text(json.dumps(config), encoding="utf-8")
     again, again_count = CharTokenizer.load(tmp_path / "tok.json").jamo_table()
     assert (again > 0).tolist() == (table > 0).tolist() and again_count == count
+
+
+def test_default_length_is_the_notebooks_100():
+    assert CharTokenizer().fit(["가"]).encode(["가"]).shape == (1, 100)
+
+
+def test_lone_surrogates_and_code_points_past_the_index_encode_without_error():
+    tok = CharTokenizer(maxlen=4).fit(["가", "\ud800"])
+    assert tok.encode(["가\ud800\ud801", "각"]).tolist() == [[0, 2, 3, 1], [0, 0, 0, 1]]
+    assert CharTokenizer(maxlen=2).fit([""]).encode(["가"]).tolist() == [[0, 1]]  # all OOV
+
+
+def test_a_custom_oov_token_and_case_survive_a_round_trip(tmp_path):
+    tok = CharTokenizer(maxlen=3, oov_token="[UNK]", lower=False).fit(["aA"])
+    tok.save(tmp_path / "tok.json")
+    again = CharTokenizer.load(tmp_path / "tok.json")
+    assert again.get_config() == tok.get_config()
+    assert again.encode(["Aab"]).tolist() == [[3, 2, 1]]
