@@ -300,3 +300,32 @@ def test_a_custom_oov_token_and_case_survive_a_round_trip(tmp_path):
     again = CharTokenizer.load(tmp_path / "tok.json")
     assert again.get_config() == tok.get_config()
     assert again.encode(["Aab"]).tolist() == [[3, 2, 1]]
+
+
+def test_the_tokenize_stage_builds_the_tokenizer_its_settings_describe(tmp_path):
+    import pandas as pd
+
+    from pipeline.config import Config
+    from pipeline.prepare import write_split
+    from pipeline.tokenizer import tokenize
+
+    settings = dict(
+        maxlen=5,
+        num_words=4,
+        oov_token="[UNK]",
+        token_unit="jamo",
+        padding="post",
+        truncating="post",
+    )
+    config = Config(data_dir=tmp_path, artifacts_dir=tmp_path, **settings)
+    for name in ("train", "val", "test"):
+        frame = pd.DataFrame({"label": [1, 0], "rating": [5, 1], "text": ["각각가", "나"]})
+        write_split(frame, config.split_path(name))
+    tokenize(config, quiet=True)
+    saved = CharTokenizer.load(config.tokenizer_path).get_config()
+    assert {k: saved[k] for k in ("maxlen", "num_words", "oov_token", "padding", "truncating")} == {
+        k: settings[k] for k in ("maxlen", "num_words", "oov_token", "padding", "truncating")
+    }
+    assert saved["unit"] == "jamo" and saved["word_index"]["[UNK]"] == 1
+    # jamo by count: ᅡ 2, ᄀ 3, then ᆨ and ᄂ fall past num_words (OOV); cut and padded after
+    assert np.load(config.encoded_path)["x_val"].tolist() == [[3, 2, 1, 3, 2], [1, 2, 0, 0, 0]]
