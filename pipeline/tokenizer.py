@@ -227,7 +227,8 @@ def _validate(config: Any) -> None:
     for key, kind in expected.items():
         if type(config.get(key)) is not kind:  # exact: JSON true must not pass for an int
             raise PipelineError(f"tokenizer setting {key!r} is missing or not a {kind.__name__}")
-    if config["num_words"] is not None and not isinstance(config["num_words"], int):
+    num_words = config.get("num_words")
+    if "num_words" not in config or (num_words is not None and type(num_words) is not int):
         raise PipelineError("tokenizer setting 'num_words' must be an integer or null")
     if config["padding"] not in ("pre", "post") or config["truncating"] not in ("pre", "post"):
         raise PipelineError("tokenizer padding and truncating must be 'pre' or 'post'")

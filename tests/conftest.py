@@ -19,6 +19,23 @@ SAMPLE = Path(__file__).resolve().parent / "data" / "naver_shopping_sample_600.t
 TINY = dict(embedding_dim=8, rnn_units=(8, 4), epochs=1, batch_size=64, patience=1)
 
 
+# Whole modules that train models or start subprocesses; any test using `trained` is slow too.
+SLOW_MODULES = {
+    "test_cli.py",
+    "test_end_to_end.py",
+    "test_layers.py",
+    "test_robustness.py",
+    "test_train.py",
+}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark what trains or spawns as `slow`: `-m "not slow"` keeps the fast unit tests."""
+    for item in items:
+        if "trained" in item.fixturenames or item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def sample_path() -> Path:
     return SAMPLE

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pandas as pd
 import pytest
@@ -62,6 +63,7 @@ def test_counts_every_kind_of_bad_line():
         ("3\t보통", "rating 3"),
         ("4\t탭이\t두개", "tab inside the review"),
     ],
+    ids=["no-tab", "bad-rating", "neutral", "extra-tab"],  # ASCII ids: mutmut reruns tests by id
 )
 def test_strict_mode_names_the_line(line, kind):
     data = f"5\t좋아요\n{line}\n".encode()
@@ -144,7 +146,8 @@ def test_file_without_usable_rows_is_an_error(tmp_path):
     config = tiny_config(tmp_path, "unused")
     config.raw_path.parent.mkdir(parents=True)
     config.raw_path.write_text("hello\nworld\n", encoding="utf-8")
-    with pytest.raises(PipelineError, match="no usable 'RATING<TAB>REVIEW' lines"):
+    message = r"no usable 'RATING<TAB>REVIEW' lines \(2 lines read\); check that --source points"
+    with pytest.raises(PipelineError, match=message + " at the review file$"):
         prepare(config, quiet=True)
 
 
@@ -231,3 +234,143 @@ def test_prepare_refuses_a_cp949_source_then_reads_it_with_its_encoding(tmp_path
     same_in_utf8.raw_path.write_bytes(config.raw_path.read_bytes().decode("cp949").encode())
     assert counts == prepare(same_in_utf8, quiet=True)
     assert counts["kept"] > 550 and not counts.get("bad_encoding")
+
+
+def raw_project(tmp_path, data: bytes, **changes):
+    config = tiny_config(tmp_path, "unused", **changes)
+    config.raw_path.parent.mkdir(parents=True)
+    config.raw_path.write_bytes(data)
+    return config
+
+
+def test_prepare_prints_what_it_read_dropped_and_kept(tmp_path, sample_path, capsys):
+    lines = sample_path.read_bytes().splitlines(keepends=True)[:100]
+    extra = ["3\t보통이에요\n", "no tab\n", "9\t범위밖\n", "\n", "5\t!!!\n", "5\t정말 좋아요\n"]
+    extra += ["1\t정말 좋아요!!\n"]
+    config = raw_project(tmp_path, b"".join(lines) + "".join(extra).encode())
+    counts = prepare(config)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        "prepare: 107 lines read, 103 rows "
+        "(problems: 1 no tab, 1 bad rating, 1 neutral rating, 1 blank)"
+    )
+    assert out[1] == "prepare: 1 empty after cleaning, 1 duplicates dropped, 101 kept"
+    s = counts["splits"]
+    assert out[2:] == [
+        f"prepare: {name:<5} {s[name]['rows']:>7,} rows ({s[name]['positive']:,} positive, "
+        f"{s[name]['negative']:,} negative)"
+        for name in SPLITS
+    ]
+    assert [s[name]["rows"] for name in SPLITS] == [80, 10, 11]
+    assert sum(s[n]["positive"] for n in SPLITS) + sum(s[n]["negative"] for n in SPLITS) == 101
+    assert (counts["lines"], counts["rows"], counts["kept"]) == (107, 103, 101)
+    assert (counts["empty_after_cleaning"], counts["duplicates"]) == (1, 1)
+    prepare(config, quiet=True)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_clean_file_prints_no_problems(tmp_path, sample_path, capsys):
+    prepare(raw_project(tmp_path, sample_path.read_bytes()))
+    assert capsys.readouterr().out.startswith("prepare: 600 lines read, 600 rows\n")
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        (b"2\t\xff broken", "is not valid UTF-8"),
+        (b"1\t" + "가".encode() * (LONG_REVIEW_CHARS + 1), "over 10,000 characters"),
+        (b"0\tzero", "not a whole number from 1 to 5"),
+        (b"6\tsix", "not a whole number from 1 to 5"),
+        ("\u0665\t아랍 숫자".encode(), "not a whole number from 1 to 5"),
+    ],
+    ids=["invalid-utf8", "long", "zero", "six", "arabic-digit"],
+)
+def test_strict_mode_stops_at_the_first_problem_and_says_how_to_go_on(line, message):
+    with pytest.raises(PipelineError) as info:
+        parse_lines(b"5\tgood\n" + line + b"\n", strict=True)
+    assert str(info.value).startswith("line 2 ") and message in str(info.value)
+    assert str(info.value).endswith(
+        "; fix the file or run without --strict to skip and count such lines"
+    )
+
+
+def test_strict_prepare_refuses_a_file_a_lenient_one_reads(tmp_path, sample_path):
+    data = sample_path.read_bytes() + b"3\tneutral\n"
+    with pytest.raises(PipelineError, match="line 601 has rating 3"):
+        prepare(raw_project(tmp_path / "strict", data, strict=True), quiet=True)
+    assert prepare(raw_project(tmp_path / "lenient", data), quiet=True)["neutral_rating"] == 1
+
+
+def test_ratings_may_be_padded_with_spaces_and_the_last_line_needs_no_newline():
+    parsed = parse_lines(" 5 \t좋아요\n1\t별로".encode())
+    assert parsed.ratings == [5, 1] and parsed.reviews == ["좋아요", "별로"]
+    assert parsed.counts["lines"] == 2 and parsed.counts["crlf"] == 0
+
+
+def test_a_bom_only_counts_at_the_start():
+    parsed = parse_lines("5\t좋아\n\ufeff1\t별로\n".encode())
+    assert parsed.counts["bom"] == 0 and parsed.counts["bad_rating"] == 1
+
+
+@pytest.mark.parametrize("labels", [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+def test_a_file_with_too_few_of_a_label_to_split_says_so(tmp_path, labels):
+    data = "".join(f"{5 if y else 1}\t리뷰 {i}\n" for i, y in enumerate(labels)).encode()
+    message = (
+        f"^the source has {len(labels)} usable reviews and needs at least 3 of each label to "
+        "split; check that --source points at the review file$"
+    )
+    with pytest.raises(PipelineError, match=message):
+        prepare(raw_project(tmp_path, data), quiet=True)
+
+
+@pytest.mark.parametrize("positives", [3, 27])
+def test_three_of_each_label_is_enough_to_split(tmp_path, positives):
+    data = "".join(f"{5 if i < positives else 1}\t리뷰 {i}\n" for i in range(30)).encode()
+    counts = prepare(raw_project(tmp_path, data), quiet=True)
+    assert [counts["splits"][n]["rows"] for n in SPLITS] == [24, 3, 3]
+    assert sum(counts["splits"][n]["positive"] for n in SPLITS) == positives
+
+
+def test_the_configured_fractions_size_the_splits(tmp_path, sample_path):
+    config = raw_project(tmp_path, sample_path.read_bytes(), val_fraction=0.25, test_fraction=0.05)
+    counts = prepare(config, quiet=True)
+    rows = {n: counts["splits"][n]["rows"] for n in SPLITS}
+    assert abs(rows["test"] - 0.05 * counts["kept"]) < 1
+    assert abs(rows["val"] - 0.25 * counts["kept"]) < 1
+
+
+def test_a_different_seed_gives_a_different_split(tmp_path, sample_path):
+    tests = []
+    for seed in (42, 7):
+        config = raw_project(tmp_path / str(seed), sample_path.read_bytes(), seed=seed)
+        prepare(config, quiet=True)
+        tests.append(set(read_split(config.split_path("test"))["text"]))
+    assert tests[0] != tests[1]
+
+
+def test_splits_read_back_as_written(tmp_path, sample_path):
+    config = raw_project(tmp_path, sample_path.read_bytes())
+    prepare(config, quiet=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a user would see any warning on every later stage
+        frame = read_split(config.split_path("train"))
+    assert frame.columns.tolist() == ["label", "rating", "text"]
+    assert [str(t) for t in frame.dtypes[:2]] == ["int64", "int64"]
+    assert all(type(text) is str for text in frame["text"])
+
+
+def test_a_missing_split_says_to_run_prepare(tmp_path):
+    with pytest.raises(PipelineError, match=r"train.tsv is missing; run `python -m pipeline prep"):
+        read_split(tmp_path / "train.tsv")
+
+
+def test_every_blank_line_is_counted():
+    parsed = parse_lines("5\t좋아\n\n  \n\t\n1\t별로\n".encode())
+    assert parsed.counts["blank"] == 3 and parsed.counts["rows"] == 2
+
+
+def test_a_review_of_exactly_the_limit_is_not_long():
+    at_limit = parse_lines(("1\t" + "가" * LONG_REVIEW_CHARS).encode())
+    assert at_limit.counts["long_review"] == 0 and at_limit.counts["rows"] == 1
+    over = parse_lines(("1\t" + "가" * (LONG_REVIEW_CHARS + 1)).encode())
+    assert over.counts["long_review"] == 1 and over.counts["rows"] == 1

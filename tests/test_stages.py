@@ -1,13 +1,23 @@
 import dataclasses
 import json
 import shutil
+import time
 
 import pytest
 
 import pipeline.config as config_module
 from pipeline.config import Config
 from pipeline.errors import PipelineError
-from pipeline.stages import STAGE_NAMES, STAGES, get_stage, pipeline_lock, run_pipeline, stage_state
+from pipeline.stages import (
+    STAGE_NAMES,
+    STAGES,
+    fingerprint,
+    get_stage,
+    pipeline_lock,
+    run_pipeline,
+    stage_state,
+)
+from pipeline.tokenizer import CharTokenizer
 
 
 @pytest.fixture
@@ -174,6 +184,7 @@ def _model_description(config):
     )
 
 
+@pytest.mark.slow  # builds a model per setting
 def test_every_setting_that_changes_the_model_retrains_it():
     """Build the model once per changed setting: any that alters it must name the train stage."""
     base = Config(embedding_dim=4, rnn_units=(4, 2), conv_filters=4, jamo_features=2)
@@ -192,3 +203,185 @@ def test_every_setting_that_changes_the_model_retrains_it():
             undeclared.append(f.name)
     # padding shapes the pooling windows, but reaches training through tokenizer.json's checksum
     assert undeclared == ["padding"]
+
+
+# -- fast: the stages before training, on 150 real lines (no model is trained) -------------------
+EARLY = ("download", "prepare", "tokenize", "baseline")
+
+
+@pytest.fixture
+def early(tmp_path, sample_path):
+    """A project whose download, prepare, tokenize and baseline stages have run."""
+    from tests.conftest import tiny_config
+
+    source = tmp_path / "source.txt"
+    source.write_text("".join(sample_path.read_text("utf-8").splitlines(True)[:150]), "utf-8")
+    config = tiny_config(tmp_path / "project", source)
+    assert run_pipeline(config, names=EARLY, quiet=True) == [(name, "ran") for name in EARLY]
+    return config
+
+
+def test_stages_run_in_graph_order_and_skip_until_forced(early):
+    assert run_pipeline(early, names=EARLY, quiet=True) == [(n, "skipped") for n in EARLY]
+    assert run_pipeline(early, names=("tokenize", "prepare"), force=True, quiet=True) == [
+        ("prepare", "ran"),
+        ("tokenize", "ran"),
+    ]
+    assert run_pipeline(early, names=("baseline",), quiet=True) == [("baseline", "skipped")]
+
+
+def test_progress_is_printed_unless_quiet(early, capsys):
+    capsys.readouterr()
+    run_pipeline(early, names=("prepare", "tokenize"), force=True, quiet=True)
+    assert capsys.readouterr().out == ""
+    run_pipeline(early, names=("prepare", "tokenize"))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("prepare: skipped (up to date since 20")
+    run_pipeline(early, names=("tokenize",), force=True)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "tokenize: running"
+    assert out[1].startswith("tokenize: ") and " indices, mean review length " in out[1]
+    assert out[-1].startswith("tokenize: done in ") and out[-1].endswith(" s")
+
+
+def test_one_stage_can_be_run_and_recorded_on_its_own(early, capsys):
+    from pipeline.stages import run_stage
+
+    capsys.readouterr()
+    started = time.perf_counter()
+    record = run_stage(get_stage("tokenize"), early)
+    elapsed = time.perf_counter() - started
+    assert capsys.readouterr().out.startswith("tokenize: ")  # not quiet unless asked
+    assert record["fingerprint"] == fingerprint(get_stage("tokenize"), early)[0]
+    assert stage_state(get_stage("tokenize"), early)[0] == "fresh"
+    assert isinstance(record["seconds"], float) and 0 <= record["seconds"] <= elapsed
+    assert record["finished_at"].endswith("+00:00")  # UTC, to the second
+    run_stage(get_stage("tokenize"), early, quiet=True)
+    assert capsys.readouterr().out == ""
+
+
+def test_each_setting_changes_the_fingerprints_of_exactly_the_stages_it_names(early):
+    before = {s.name: fingerprint(s, early)[0] for s in STAGES}
+    for f in dataclasses.fields(Config):
+        if f.name in LOCATIONS:
+            continue
+        changed = dataclasses.replace(early, **{f.name: _another_value(getattr(early, f.name))})
+        after = {s.name: fingerprint(s, changed)[0] for s in STAGES}
+        assert {n for n in STAGE_NAMES if after[n] != before[n]} == set(f.metadata["stages"]), (
+            f.name
+        )
+        for name in set(f.metadata["stages"]) & set(EARLY):
+            assert stage_state(get_stage(name), changed) == (
+                "stale",
+                f"changed since last run: {f.name}",
+            )
+
+
+def test_why_a_stage_is_not_fresh(early):
+    tokenize = get_stage("tokenize")
+    assert stage_state(tokenize, early)[0] == "fresh"
+    assert stage_state(get_stage("train"), early) == ("missing", "never run here")
+
+    train_split = early.split_path("train")
+    train_split.write_text(train_split.read_text("utf-8") + "1\t5\t새 리뷰\n", "utf-8")
+    assert stage_state(tokenize, early) == ("stale", "changed since last run: train.tsv")
+    assert stage_state(get_stage("prepare"), early) == (
+        "stale",
+        "its outputs were modified after it ran",
+    )
+    for split in ("val", "test"):
+        path = early.split_path(split)
+        path.write_text(path.read_text("utf-8") + "1\t5\t새 리뷰\n", "utf-8")
+    assert stage_state(tokenize, early) == (
+        "stale",
+        "changed since last run: train.tsv, val.tsv, test.tsv",
+    )
+    early.raw_path.unlink()  # an input gone: no file to name, but the fingerprint differs
+    assert stage_state(get_stage("prepare"), early) == ("stale", "changed since last run: inputs")
+    early.encoded_path.unlink()
+    assert stage_state(tokenize, early) == ("missing", f"{early.encoded_path} not found")
+    early.tokenizer_path.unlink()
+    assert stage_state(tokenize, early) == (
+        "missing",
+        f"{early.tokenizer_path}, {early.encoded_path} not found",
+    )
+
+
+def test_each_changed_setting_is_named(early):
+    changed = early.replace(maxlen=7, padding="post")
+    assert stage_state(get_stage("tokenize"), changed) == (
+        "stale",
+        "changed since last run: maxlen, padding",
+    )
+
+
+def test_a_record_without_its_finishing_time_still_counts_as_fresh(early):
+    path = early.data_dir / "stages" / "prepare.json"
+    record = json.loads(path.read_text("utf-8"))
+    del record["finished_at"]
+    path.write_text(json.dumps(record), "utf-8")
+    assert stage_state(get_stage("prepare"), early) == ("fresh", "up to date since ?")
+
+
+def test_a_moved_project_stays_fresh(early, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(early.data_dir.parent, moved)
+    config = early.replace(data_dir=moved / "data", artifacts_dir=moved / "artifacts")
+    assert {s: stage_state(get_stage(s), config)[0] for s in EARLY} == dict.fromkeys(EARLY, "fresh")
+
+
+def test_each_stage_records_its_result_and_the_manifest_gathers_them(early):
+    prepare_record = json.loads((early.data_dir / "stages" / "prepare.json").read_text("utf-8"))
+    assert prepare_record["stage"] == "prepare" and prepare_record["result"]["lines"] == 150
+    assert prepare_record["params"] == {n: getattr(early, n) for n in Config.settings_of("prepare")}
+    assert set(prepare_record["outputs"]) == {"train.tsv", "val.tsv", "test.tsv"}
+    assert prepare_record["seconds"] >= 0 and prepare_record["finished_at"].startswith("20")
+    tokenize_record = json.loads((early.artifacts_dir / "stages" / "tokenize.json").read_text())
+    assert (
+        tokenize_record["result"]["vocab_size"]
+        == CharTokenizer.load(early.tokenizer_path).vocab_size
+    )
+
+    manifest = json.loads((early.artifacts_dir / "manifest.json").read_text("utf-8"))
+    assert manifest["config"] == json.loads(json.dumps(early.to_dict()))
+    assert manifest["stages"]["prepare"] == prepare_record
+    assert manifest["stages"]["train"] is None and manifest["stages"]["evaluate"] is None
+    for package in ("python", "tensorflow", "keras", "numpy", "pandas", "scikit-learn"):
+        assert manifest["versions"][package][0].isdigit(), package
+        assert prepare_record["versions"][package] == manifest["versions"][package]
+
+
+def test_a_missing_input_names_the_stage_or_the_source_to_fix(tmp_path, early):
+    from tests.conftest import tiny_config
+
+    config = tiny_config(tmp_path, tmp_path / "nowhere.txt")
+    message = (
+        r"nowhere.txt does not exist; pass --source with the path or URL of naver_shopping.txt$"
+    )
+    with pytest.raises(PipelineError, match=message):
+        run_pipeline(config, names=("download",), quiet=True)
+    with pytest.raises(PipelineError, match=r"naver_shopping.txt is missing; run `python -m pipe"):
+        run_pipeline(config, names=("prepare",), quiet=True)
+    with pytest.raises(PipelineError, match=r"model.keras is missing; run `python -m pipeline tr"):
+        run_pipeline(early, names=("evaluate",), quiet=True)
+
+
+def test_an_unknown_stage_lists_the_real_ones():
+    with pytest.raises(
+        PipelineError,
+        match="^unknown stage 'fly'; stages are download, prepare, tokenize, baseline, train, eval",
+    ):
+        get_stage("fly")
+    assert [get_stage(name).name for name in STAGE_NAMES] == list(STAGE_NAMES)
+
+
+def test_the_lock_holds_both_folders_and_names_its_holder(early):
+    import os
+
+    with pipeline_lock(early):
+        for folder in (early.data_dir, early.artifacts_dir):
+            assert (folder / ".lock").read_text() == str(os.getpid())
+        other = early.replace(artifacts_dir=early.artifacts_dir.parent / "elsewhere")
+        with pytest.raises(PipelineError, match=f"pid {os.getpid()}.* is using .*data; wait"):
+            run_pipeline(other, names=("prepare",), quiet=True)
+    assert run_pipeline(early, names=("prepare",), quiet=True) == [("prepare", "skipped")]

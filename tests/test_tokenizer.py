@@ -130,3 +130,202 @@ def test_jamo_table_shares_jamo_between_syllables():
     assert row["나"][1] == row["가"][1] and row["나"][0] != row["가"][0]  # same vowel ㅏ
     assert row["1"][1:] == [0, 0] and row["<OOV>"][1:] == [0, 0]
     assert table.shape == (tok.vocab_size, 3) and count == int(table.max())
+
+
+def test_bad_sides_and_units_are_refused_when_made():
+    with pytest.raises(ValueError, match="^padding and truncating must be 'pre' or 'post'$"):
+        CharTokenizer(padding="middle")
+    with pytest.raises(ValueError, match="^padding and truncating must be 'pre' or 'post'$"):
+        CharTokenizer(truncating="middle")
+    with pytest.raises(ValueError, match=r"^unit must be one of \('char', 'jamo'\)$"):
+        CharTokenizer(unit="word")
+
+
+def test_an_unfitted_tokenizer_says_to_fit_or_load():
+    message = "^the tokenizer is not fitted; call fit\\(\\) or load a saved one$"
+    for use in (lambda t: t.encode(["가"]), lambda t: t.vocab_size, lambda t: t.save("x.json")):
+        with pytest.raises(PipelineError, match=message):
+            use(CharTokenizer())
+
+
+def test_num_words_keeps_the_most_frequent_characters_and_caps_the_vocabulary():
+    tok = CharTokenizer(maxlen=6, num_words=4).fit(["가가가나나다"])  # 가: 2, 나: 3, 다: 4
+    assert tok.vocab_size == 4
+    assert tok.encode(["다나가"]).tolist() == [[0, 0, 0, 1, 3, 2]]
+    assert CharTokenizer(num_words=100).fit(["가나"]).vocab_size == 4
+
+
+def test_lower_false_keeps_case_apart():
+    tok = CharTokenizer(maxlen=2, lower=False).fit(["aA"])
+    assert tok.word_index_ == {"<OOV>": 1, "a": 2, "A": 3}
+    assert CharTokenizer(maxlen=2).fit(["aA"]).encode(["Aa"]).tolist() == [[2, 2]]
+
+
+def test_long_and_short_texts_mixed_are_each_cut_and_padded_on_their_sides():
+    tok = CharTokenizer(maxlen=3, padding="post", truncating="pre").fit(["abcdef"])
+    out = tok.encode(["abcdef", "a", "", "abcd", "xyz"]).tolist()
+    assert out == [[5, 6, 7], [2, 0, 0], [0, 0, 0], [3, 4, 5], [1, 1, 1]]
+    tok = CharTokenizer(maxlen=3, padding="pre", truncating="post").fit(["abcdef"])
+    assert tok.encode(["abcdef", "a", "abcd"]).tolist() == [[2, 3, 4], [0, 0, 2], [2, 3, 4]]
+
+
+NUM_WORDS = "tokenizer setting 'num_words' must be an integer or null"
+SIDES = "tokenizer padding and truncating must be 'pre' or 'post'"
+OOV = "tokenizer word_index must map the OOV token to 1"
+NUMBERING = "tokenizer word_index must number its entries 1, 2, 3, ... once each"
+
+
+@pytest.mark.parametrize(
+    "corrupt,message",
+    [
+        (lambda c: c.update(num_words="5"), NUM_WORDS),
+        (lambda c: c.update(num_words=True), NUM_WORDS),
+        (lambda c: c.pop("num_words"), NUM_WORDS),
+        (lambda c: c.update(lower=1), "tokenizer setting 'lower' is missing or not a bool"),
+        (
+            lambda c: c.update(oov_token=None),
+            "tokenizer setting 'oov_token' is missing or not a str",
+        ),
+        (
+            lambda c: c.update(word_index=[]),
+            "tokenizer setting 'word_index' is missing or not a dict",
+        ),
+        (lambda c: c.update(padding="middle"), SIDES),
+        (lambda c: c.update(truncating="x"), SIDES),
+        (lambda c: c.update(unit="word"), "tokenizer unit must be one of char, jamo"),
+        (lambda c: c.update(word_index={"가": 1}), OOV),
+        (lambda c: c["word_index"].update({"<OOV>": 2, "가": 1}), OOV),
+        (lambda c: c["word_index"].update({"가": 2.0}), NUMBERING),
+        (lambda c: c["word_index"].update({"가": 5}), NUMBERING),
+        (
+            lambda c: c["word_index"].update({"가나": len(c["word_index"]) + 1}),
+            "tokenizer word_index keys must be single characters",
+        ),
+        (lambda c: c.clear(), "not a char-tokenizer file"),
+    ],
+    ids=lambda v: None,
+)
+def test_load_rejects_each_invalid_setting_with_the_reason(tmp_path, corrupt, message):
+    config = CharTokenizer().fit(["가나다"]).get_config()
+    corrupt(config)
+    path = tmp_path / "tok.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(PipelineError) as info:
+        CharTokenizer.load(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_files_without_a_unit_are_char_tokenizers(tmp_path):
+    config = CharTokenizer().fit(["가나다"]).get_config()
+    del config["unit"]
+    (tmp_path / "tok.json").write_text(json.dumps(config), encoding="utf-8")
+    assert CharTokenizer.load(tmp_path / "tok.json").unit == "char"
+
+
+def test_a_file_that_is_not_json_text_is_unreadable(tmp_path):
+    (tmp_path / "bytes.json").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "folder.json").mkdir()
+    for name in ("bytes.json", "folder.json"):
+        with pytest.raises(PipelineError, match=f"{name} is not a readable tokenizer file: "):
+            CharTokenizer.load(tmp_path / name)
+
+
+def test_saved_file_holds_everything_encoding_needs(tmp_path):
+    tok = CharTokenizer(maxlen=7, num_words=9, padding="post", truncating="post", unit="jamo")
+    tok.fit(["가나다"]).save(tmp_path / "tok.json")
+    saved = json.loads((tmp_path / "tok.json").read_text(encoding="utf-8"))
+    assert {k: v for k, v in saved.items() if k != "word_index"} == {
+        "format": "char-tokenizer",
+        "format_version": 1,
+        "maxlen": 7,
+        "oov_token": "<OOV>",
+        "num_words": 9,
+        "lower": True,
+        "padding": "post",
+        "truncating": "post",
+        "unit": "jamo",
+    }
+
+
+def test_the_tokenize_stage_reports_its_vocabulary_and_lengths(tmp_path, capsys):
+    import pandas as pd
+
+    from pipeline.config import Config
+    from pipeline.prepare import write_split
+    from pipeline.tokenizer import tokenize
+
+    config = Config(data_dir=tmp_path, artifacts_dir=tmp_path, maxlen=4)
+    for name, texts in (("train", ["가나다라마", "가나", "다"]), ("val", ["바"]), ("test", ["가"])):
+        frame = pd.DataFrame({"label": [1] * len(texts), "rating": [5] * len(texts), "text": texts})
+        write_split(frame, config.split_path(name))
+    summary = tokenize(config)
+    assert summary == {"vocab_size": 7, "mean_length": 2.3, "share_at_maxlen": 0.3333}
+    assert capsys.readouterr().out == "tokenize: 7 indices, mean review length 2.3 characters\n"
+    arrays = np.load(config.encoded_path)
+    assert arrays["y_train"].dtype == np.int8 and arrays["y_val"].tolist() == [1]
+    assert arrays["x_test"].dtype == np.int32 and arrays["x_val"].tolist() == [[0, 0, 0, 1]]
+    tokenize(config, quiet=True)
+    assert capsys.readouterr().out == ""
+
+
+def test_jamo_table_gives_the_oov_token_and_capped_indices_their_own_rows(tmp_path):
+    tok = CharTokenizer(oov_token="<>", num_words=4).fit(["각각각가가나"])  # 각 2, 가 3, 나 cut
+    table, count = tok.jamo_table()
+    assert table.dtype == np.int32 and table.shape == (4, 3)
+    assert table[0].tolist() == [0, 0, 0]  # padding
+    assert table[1].tolist() == [1, 0, 0]  # the OOV token, however short, is one jamo
+    assert table[2].tolist() == [2, 3, 4] and table[3].tolist() == [2, 3, 0]  # 각 = ㄱ ㅏ ㄱ
+    assert count == 4
+    # a file with its index in another order numbers the jamo otherwise, but fills every row
+    config = tok.get_config()
+    config["word_index"] = dict(reversed(config["word_index"].items()))
+    (tmp_path / "tok.json").write_text(json.dumps(config), encoding="utf-8")
+    again, again_count = CharTokenizer.load(tmp_path / "tok.json").jamo_table()
+    assert (again > 0).tolist() == (table > 0).tolist() and again_count == count
+
+
+def test_default_length_is_the_notebooks_100():
+    assert CharTokenizer().fit(["가"]).encode(["가"]).shape == (1, 100)
+
+
+def test_lone_surrogates_and_code_points_past_the_index_encode_without_error():
+    tok = CharTokenizer(maxlen=4).fit(["가", "\ud800"])
+    assert tok.encode(["가\ud800\ud801", "각"]).tolist() == [[0, 2, 3, 1], [0, 0, 0, 1]]
+    assert CharTokenizer(maxlen=2).fit([""]).encode(["가"]).tolist() == [[0, 1]]  # all OOV
+
+
+def test_a_custom_oov_token_and_case_survive_a_round_trip(tmp_path):
+    tok = CharTokenizer(maxlen=3, oov_token="[UNK]", lower=False).fit(["aA"])
+    tok.save(tmp_path / "tok.json")
+    again = CharTokenizer.load(tmp_path / "tok.json")
+    assert again.get_config() == tok.get_config()
+    assert again.encode(["Aab"]).tolist() == [[3, 2, 1]]
+
+
+def test_the_tokenize_stage_builds_the_tokenizer_its_settings_describe(tmp_path):
+    import pandas as pd
+
+    from pipeline.config import Config
+    from pipeline.prepare import write_split
+    from pipeline.tokenizer import tokenize
+
+    settings = dict(
+        maxlen=5,
+        num_words=4,
+        oov_token="[UNK]",
+        token_unit="jamo",
+        padding="post",
+        truncating="post",
+    )
+    config = Config(data_dir=tmp_path, artifacts_dir=tmp_path, **settings)
+    for name in ("train", "val", "test"):
+        frame = pd.DataFrame({"label": [1, 0], "rating": [5, 1], "text": ["각각가", "나"]})
+        write_split(frame, config.split_path(name))
+    tokenize(config, quiet=True)
+    saved = CharTokenizer.load(config.tokenizer_path).get_config()
+    assert {k: saved[k] for k in ("maxlen", "num_words", "oov_token", "padding", "truncating")} == {
+        k: settings[k] for k in ("maxlen", "num_words", "oov_token", "padding", "truncating")
+    }
+    assert saved["unit"] == "jamo" and saved["word_index"]["[UNK]"] == 1
+    # jamo by count: ᅡ 2, ᄀ 3, then ᆨ and ᄂ fall past num_words (OOV); cut and padded after
+    assert np.load(config.encoded_path)["x_val"].tolist() == [[3, 2, 1, 3, 2], [1, 2, 0, 0, 0]]
