@@ -62,35 +62,57 @@ ORIGINAL_BATCH = 32
 SEED = 42
 
 
-NOTEBOOK_SIZES = dict(embedding_dim=16, rnn_units=(64, 32), cell="lstm", bidirectional=False,
-                      conv_filters=0, pooling=False, spatial_dropout=0.0, head_dropout=0.0,
-                      jamo_features=0)
+NOTEBOOK_SIZES = dict(
+    embedding_dim=16,
+    rnn_units=(64, 32),
+    cell="lstm",
+    bidirectional=False,
+    conv_filters=0,
+    pooling=False,
+    spatial_dropout=0.0,
+    head_dropout=0.0,
+    jamo_features=0,
+)
 
 # -- data ----------------------------------------------------------------------
+
 
 def read_source(path: Path) -> pd.DataFrame:
     """All `RATING<TAB>REVIEW` lines as (rating, review, label); label is rating > 3."""
     frame = pd.read_csv(
-        path, sep="\t", names=["rating", "review"], quoting=csv.QUOTE_NONE,
-        dtype={"rating": int, "review": str}, keep_default_na=False, encoding="utf-8",
+        path,
+        sep="\t",
+        names=["rating", "review"],
+        quoting=csv.QUOTE_NONE,
+        dtype={"rating": int, "review": str},
+        keep_default_na=False,
+        encoding="utf-8",
     )
     frame["label"] = (frame["rating"] > 3).astype(np.int8)
     return frame
 
 
-def split_subset(frame: pd.DataFrame, lines: int) -> tuple[list[str], list[str], np.ndarray,
-                                                             np.ndarray]:
+def split_subset(
+    frame: pd.DataFrame, lines: int
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """First `lines` lines, cleaned (our rule) and deduped, split 80/20 stratified with seed 42.
 
     Both recipes train on the very same texts, so the figures compare tokenizer, model and
     training loop, not the cleaning rule.
     """
-    subset = pd.DataFrame({"text": clean_texts(frame["review"].iloc[:lines].tolist()),
-                           "label": frame["label"].iloc[:lines].to_numpy()})
+    subset = pd.DataFrame(
+        {
+            "text": clean_texts(frame["review"].iloc[:lines].tolist()),
+            "label": frame["label"].iloc[:lines].to_numpy(),
+        }
+    )
     subset = subset[subset["text"] != ""].drop_duplicates(subset="text")
     x_train, x_val, y_train, y_val = train_test_split(
-        subset["text"].tolist(), subset["label"].to_numpy(), test_size=0.2,
-        random_state=SEED, stratify=subset["label"].to_numpy(),
+        subset["text"].tolist(),
+        subset["label"].to_numpy(),
+        test_size=0.2,
+        random_state=SEED,
+        stratify=subset["label"].to_numpy(),
     )
     return x_train, x_val, y_train, y_val
 
@@ -106,6 +128,7 @@ def original_encode(tokenizer: LegacyTokenizer, texts: list[str]) -> np.ndarray:
 
 # -- 1. preprocessing ----------------------------------------------------------
 
+
 def original_preprocess(frame: pd.DataFrame) -> np.ndarray:
     """The notebook: regex replace, drop duplicates, drop empty, legacy Tokenizer, pad."""
     frame = frame[["review", "label"]].copy()
@@ -119,8 +142,9 @@ def original_preprocess(frame: pd.DataFrame) -> np.ndarray:
 
 def our_preprocess(frame: pd.DataFrame) -> np.ndarray:
     """This project: clean_texts, drop empty and duplicates, CharTokenizer fit + encode."""
-    cleaned = pd.DataFrame({"text": clean_texts(frame["review"].tolist()),
-                            "label": frame["label"].to_numpy()})
+    cleaned = pd.DataFrame(
+        {"text": clean_texts(frame["review"].tolist()), "label": frame["label"].to_numpy()}
+    )
     cleaned = cleaned[cleaned["text"] != ""].drop_duplicates(subset="text")
     texts = cleaned["text"].tolist()
     return CharTokenizer(maxlen=Config().maxlen).fit(texts).encode(texts)
@@ -139,25 +163,35 @@ def best_of(repeats: int, fn, *args) -> tuple[float, object]:
 def bench_preprocess(frame: pd.DataFrame) -> dict:
     original_s, original_x = best_of(3, original_preprocess, frame)
     ours_s, ours_x = best_of(3, our_preprocess, frame)
-    print(f"  rows kept: original {len(original_x):,}, ours {len(ours_x):,} "
-          "(ours also folds repeated whitespace, so more texts count as duplicates)")
+    print(
+        f"  rows kept: original {len(original_x):,}, ours {len(ours_x):,} "
+        "(ours also folds repeated whitespace, so more texts count as duplicates)"
+    )
     report("seconds (best of 3)", original_s, ours_s, "s", lower_is_better=True)
-    return {"lines": len(frame), "original_rows": len(original_x), "ours_rows": len(ours_x),
-            "original_s": round(original_s, 3), "ours_s": round(ours_s, 3),
-            "speedup": round(original_s / ours_s, 2)}
+    return {
+        "lines": len(frame),
+        "original_rows": len(original_x),
+        "ours_rows": len(ours_x),
+        "original_s": round(original_s, 3),
+        "ours_s": round(ours_s, 3),
+        "speedup": round(original_s / ours_s, 2),
+    }
 
 
 # -- 2. training ---------------------------------------------------------------
 
+
 def build_original_model(vocab_size: int) -> keras.Model:
     """The notebook's model: no masking, fixed length 100, adam, binary cross-entropy."""
-    model = keras.Sequential([
-        keras.Input(shape=(ORIGINAL_MAXLEN,), dtype="int32"),
-        keras.layers.Embedding(vocab_size, 16),
-        keras.layers.LSTM(64, return_sequences=True),
-        keras.layers.LSTM(32),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(ORIGINAL_MAXLEN,), dtype="int32"),
+            keras.layers.Embedding(vocab_size, 16),
+            keras.layers.LSTM(64, return_sequences=True),
+            keras.layers.LSTM(32),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     return model
 
@@ -167,41 +201,59 @@ def prepare_original(x_train: list[str], x_val: list[str]) -> dict:
     tokenizer.fit_on_texts(x_train)
     keras.utils.set_random_seed(SEED)
     model = build_original_model(len(tokenizer.word_index) + 1)
-    return {"tokenizer": tokenizer, "model": model, "x_train": original_encode(tokenizer, x_train),
-            "x_val": original_encode(tokenizer, x_val)}
+    return {
+        "tokenizer": tokenizer,
+        "model": model,
+        "x_train": original_encode(tokenizer, x_train),
+        "x_val": original_encode(tokenizer, x_val),
+    }
 
 
 def prepare_ours(x_train: list[str], x_val: list[str], config: Config) -> dict:
     tokenizer = CharTokenizer(
-        maxlen=config.maxlen, oov_token=config.oov_token, num_words=config.num_words,
-        padding=config.padding, truncating=config.truncating,
+        maxlen=config.maxlen,
+        oov_token=config.oov_token,
+        num_words=config.num_words,
+        padding=config.padding,
+        truncating=config.truncating,
     ).fit(x_train)
     keras.utils.set_random_seed(SEED)
     steps = -(-len(x_train) // config.batch_size)
     model = build_model(config, tokenizer.vocab_size, steps_per_epoch=steps)
-    return {"tokenizer": tokenizer, "model": model,
-            "x_train": tokenizer.encode(x_train), "x_val": tokenizer.encode(x_val)}
+    return {
+        "tokenizer": tokenizer,
+        "model": model,
+        "x_train": tokenizer.encode(x_train),
+        "x_val": tokenizer.encode(x_val),
+    }
 
 
 def timed_fit(model: keras.Model, *args, **kwargs) -> tuple[float, float]:
     """(seconds for the whole fit, seconds after the first batch): the first batch traces."""
     marks: list[float] = []
     clock = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: marks.append(time.perf_counter()))
+        on_train_batch_end=lambda batch, logs: marks.append(time.perf_counter())
+    )
     started = time.perf_counter()
     model.fit(*args, callbacks=[clock], verbose=0, **kwargs)
     return time.perf_counter() - started, marks[-1] - marks[0]
 
 
-def bench_train(original: dict, ours: dict, y_train: np.ndarray, y_val: np.ndarray,
-                config: Config) -> dict:
+def bench_train(
+    original: dict, ours: dict, y_train: np.ndarray, y_val: np.ndarray, config: Config
+) -> dict:
     """One epoch each. Throughput is counted after the first batch (graph tracing) for both."""
     rows = len(y_train)
     original_s, original_steady = timed_fit(
-        original["model"], original["x_train"], y_train.astype(np.float32),
-        batch_size=ORIGINAL_BATCH, epochs=1)
+        original["model"],
+        original["x_train"],
+        y_train.astype(np.float32),
+        batch_size=ORIGINAL_BATCH,
+        epochs=1,
+    )
     _, original_acc = original["model"].evaluate(
-        original["x_val"], y_val.astype(np.float32), batch_size=1024, verbose=0)
+        original["x_val"], y_val.astype(np.float32), batch_size=1024, verbose=0
+    )
 
     train_ds = make_dataset(ours["x_train"], y_train, config, config.padding, shuffle=True)
     ours_s, ours_steady = timed_fit(ours["model"], train_ds, epochs=1, shuffle=False)
@@ -210,19 +262,29 @@ def bench_train(original: dict, ours: dict, y_train: np.ndarray, y_val: np.ndarr
 
     original_rate = (rows - ORIGINAL_BATCH) / original_steady
     ours_rate = (rows - min(config.batch_size, rows)) / ours_steady
-    print(f"  {rows:,} training rows, {len(y_val):,} validation rows; batch size original "
-          f"{ORIGINAL_BATCH}, ours {config.batch_size}")
+    print(
+        f"  {rows:,} training rows, {len(y_val):,} validation rows; batch size original "
+        f"{ORIGINAL_BATCH}, ours {config.batch_size}"
+    )
     report("fit seconds (all)", original_s, ours_s, "s", lower_is_better=True)
     report("samples/s after batch 1", original_rate, ours_rate, "/s")
-    print(f"  {'validation accuracy':<24} original {original_acc:.4f}   ours {ours_acc:.4f}   "
-          f"ours - original {100 * (ours_acc - original_acc):+.1f} points")
-    return {"train_rows": rows, "val_rows": len(y_val), "original_batch_size": ORIGINAL_BATCH,
-            "ours_batch_size": config.batch_size,
-            "original_fit_s": round(original_s, 2), "ours_fit_s": round(ours_s, 2),
-            "original_samples_per_s": round(original_rate), "ours_samples_per_s": round(ours_rate),
-            "speedup": round(ours_rate / original_rate, 2),
-            "original_val_accuracy": round(float(original_acc), 4),
-            "ours_val_accuracy": round(float(ours_acc), 4)}
+    print(
+        f"  {'validation accuracy':<24} original {original_acc:.4f}   ours {ours_acc:.4f}   "
+        f"ours - original {100 * (ours_acc - original_acc):+.1f} points"
+    )
+    return {
+        "train_rows": rows,
+        "val_rows": len(y_val),
+        "original_batch_size": ORIGINAL_BATCH,
+        "ours_batch_size": config.batch_size,
+        "original_fit_s": round(original_s, 2),
+        "ours_fit_s": round(ours_s, 2),
+        "original_samples_per_s": round(original_rate),
+        "ours_samples_per_s": round(ours_rate),
+        "speedup": round(ours_rate / original_rate, 2),
+        "original_val_accuracy": round(float(original_acc), 4),
+        "ours_val_accuracy": round(float(ours_acc), 4),
+    }
 
 
 def save_ours(ours: dict, folder: Path) -> None:
@@ -234,8 +296,12 @@ def save_default(x_train: list[str], folder: Path) -> None:
     """The default config's model (untrained: speed does not depend on the weights)."""
     config = Config()
     tokenizer = CharTokenizer(
-        maxlen=config.maxlen, oov_token=config.oov_token, num_words=config.num_words,
-        padding=config.padding, truncating=config.truncating, unit=config.token_unit,
+        maxlen=config.maxlen,
+        oov_token=config.oov_token,
+        num_words=config.num_words,
+        padding=config.padding,
+        truncating=config.truncating,
+        unit=config.token_unit,
     ).fit(x_train)
     keras.utils.set_random_seed(SEED)
     jamo = tokenizer.jamo_table() if config.jamo_features else None
@@ -268,6 +334,7 @@ def best_rates(contenders: dict, texts: list[str], repeats: int = 3) -> dict[str
 
 # -- 3. batched prediction -----------------------------------------------------
 
+
 def original_predict(original: dict, texts: list[str], batch_size: int = 1024) -> np.ndarray:
     """The notebook's path for many reviews: clean, texts_to_sequences, pad, model.predict."""
     x = original_encode(original["tokenizer"], original_clean(texts))
@@ -282,15 +349,20 @@ def bench_predict(original: dict, folder: Path, default: Path, texts: list[str])
     graph.predict_proba(texts[:8])
     original_predict(original, texts[:8])  # the same courtesy for model.predict
     compile_s = warm_xla(xla, texts)
-    rates = best_rates({
-        "original": lambda t: original_predict(original, t),
-        "ours": ours.predict_proba,
-        "default": graph.predict_proba,
-        "default_xla": xla.predict_proba,
-    }, texts)
-    print(f"  {len(texts):,} raw reviews, cleaning and tokenizing included, best of 3; original "
-          f"model.predict(batch_size=1024), ours Predictor.predict_proba (batch {ours.batch_size});"
-          f" XLA warm-up (every shape compiled) took {compile_s:.0f} s")
+    rates = best_rates(
+        {
+            "original": lambda t: original_predict(original, t),
+            "ours": ours.predict_proba,
+            "default": graph.predict_proba,
+            "default_xla": xla.predict_proba,
+        },
+        texts,
+    )
+    print(
+        f"  {len(texts):,} raw reviews, cleaning and tokenizing included, best of 3; original "
+        f"model.predict(batch_size=1024), ours Predictor.predict_proba (batch {ours.batch_size});"
+        f" XLA warm-up (every shape compiled) took {compile_s:.0f} s"
+    )
     report("reviews/s, notebook sizes", rates["original"], rates["ours"], "/s")
     report("reviews/s, default model", rates["original"], rates["default"], "/s")
     report("  with XLA", rates["original"], rates["default_xla"], "/s")
@@ -303,6 +375,7 @@ def bench_predict(original: dict, folder: Path, default: Path, texts: list[str])
 
 
 # -- 4. one-review latency -----------------------------------------------------
+
 
 def original_one(original: dict, text: str) -> float:
     """The notebook's sentiment_predict: one cleaned review through model.predict."""
@@ -321,8 +394,9 @@ def latencies_ms(fn, texts: list[str], calls: int, warmup: int = 20) -> np.ndarr
     return 1000 * np.array(times)
 
 
-def bench_latency(original: dict, folder: Path, default: Path, texts: list[str],
-                  calls: int) -> dict:
+def bench_latency(
+    original: dict, folder: Path, default: Path, texts: list[str], calls: int
+) -> dict:
     xla = Predictor(default, jit_compile=True)
     compile_s = warm_xla(xla, texts[: calls + 20], one_by_one=True)
     contenders = {
@@ -332,15 +406,20 @@ def bench_latency(original: dict, folder: Path, default: Path, texts: list[str],
         "default_xla": lambda t: xla.predict(t),
     }
     times = {name: latencies_ms(fn, texts, calls) for name, fn in contenders.items()}
-    print(f"  {calls} calls after 20 warm-up calls; original model.predict, ours "
-          f"sentiment_predict; default with XLA: Predictor(jit_compile=True).predict, its "
-          f"(1, length) shapes compiled first ({compile_s:.0f} s)")
+    print(
+        f"  {calls} calls after 20 warm-up calls; original model.predict, ours "
+        f"sentiment_predict; default with XLA: Predictor(jit_compile=True).predict, its "
+        f"(1, length) shapes compiled first ({compile_s:.0f} s)"
+    )
     result: dict = {"calls": calls}
     for q in (50, 95):
         o = float(np.percentile(times["original"], q))
         result[f"original_p{q}_ms"] = round(o, 2)
-        for name, label in (("ours", "notebook sizes"), ("default", "default model"),
-                            ("default_xla", "default, XLA")):
+        for name, label in (
+            ("ours", "notebook sizes"),
+            ("default", "default model"),
+            ("default_xla", "default, XLA"),
+        ):
             u = float(np.percentile(times[name], q))
             report(f"p{q} ms, {label}", o, u, "ms", lower_is_better=True)
             result[f"{name}_p{q}_ms"] = round(u, 2)
@@ -363,25 +442,40 @@ def peak_rss_kib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 """
 
-BASELINE_CHILD = PEAK_RSS + """
+BASELINE_CHILD = (
+    PEAK_RSS
+    + """
 import keras, tensorflow
 print(peak_rss_kib())
 """
+)
 
-OURS_CHILD = PEAK_RSS + """
+OURS_CHILD = (
+    PEAK_RSS
+    + """
 import sys
 from pipeline.predict import Predictor
 Predictor(sys.argv[1]).predict_proba(["배송 빠르고 좋아요", "별로에요 안 사요", "그냥 그래요"])
 print(peak_rss_kib())
 """
+)
 
 
 def child_peak_mib(code: str, *args: str) -> float:
     """Peak RSS of a fresh Python running `code`, which prints its peak in KiB last."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, check=True)
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(done.stdout.split()[-1]) / 1024
 
 
@@ -390,45 +484,82 @@ def bench_memory(folder: Path) -> dict:
     ours = child_peak_mib(OURS_CHILD, str(folder))
     print("  fresh processes; peak RSS (VmHWM) read inside each")
     print(f"  {'import keras + tensorflow':<24} {baseline:8.0f} MiB")
-    print(f"  {'ours: load + score 3':<24} {ours:8.0f} MiB   (model and predictor: "
-          f"+{ours - baseline:.0f} MiB)")
-    return {"baseline_import_mib": round(baseline), "ours_predict_mib": round(ours),
-            "ours_over_baseline_mib": round(ours - baseline)}
+    print(
+        f"  {'ours: load + score 3':<24} {ours:8.0f} MiB   (model and predictor: "
+        f"+{ours - baseline:.0f} MiB)"
+    )
+    return {
+        "baseline_import_mib": round(baseline),
+        "ours_predict_mib": round(ours),
+        "ours_over_baseline_mib": round(ours - baseline),
+    }
 
 
 # -- reporting and main --------------------------------------------------------
 
-def report(name: str, original: float, ours: float, unit: str,
-           lower_is_better: bool = False) -> None:
+
+def report(
+    name: str, original: float, ours: float, unit: str, lower_is_better: bool = False
+) -> None:
     ratio = original / ours if lower_is_better else ours / original
-    print(f"  {name:<24} original {original:10.2f} {unit:<3} ours {ours:10.2f} {unit:<3} "
-          f"ours {ratio:.2f}x {'faster' if ratio >= 1 else 'slower'}")
+    print(
+        f"  {name:<24} original {original:10.2f} {unit:<3} ours {ours:10.2f} {unit:<3} "
+        f"ours {ratio:.2f}x {'faster' if ratio >= 1 else 'slower'}"
+    )
 
 
 def machine() -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(),
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "tf_keras": tf_keras.__version__, "numpy": np.__version__, "pandas": pd.__version__}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "nproc": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tf_keras": tf_keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
-                        help="RATING<TAB>REVIEW file (default: %(default)s)")
-    parser.add_argument("--lines", type=int, default=40_000,
-                        help="first N lines for training and prediction (default: %(default)s)")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=DEFAULT_SOURCE,
+        help="RATING<TAB>REVIEW file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lines",
+        type=int,
+        default=40_000,
+        help="first N lines for training and prediction (default: %(default)s)",
+    )
     parser.add_argument("--predict-reviews", type=int, default=20_000)
     parser.add_argument("--latency-calls", type=int, default=200)
-    parser.add_argument("--skip", nargs="*", default=[], choices=STAGES, metavar="STAGE",
-                        help=f"stages to leave out: {', '.join(STAGES)}")
-    parser.add_argument("--batch-size", type=int, default=Config().batch_size,
-                        help="our training batch size (default: the pipeline's, %(default)s)")
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=STAGES,
+        metavar="STAGE",
+        help=f"stages to leave out: {', '.join(STAGES)}",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=Config().batch_size,
+        help="our training batch size (default: the pipeline's, %(default)s)",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the JSON figures here")
-    parser.add_argument("--model-dir", type=Path,
-                        help="a trained default model (model.keras + tokenizer.json) for stages "
-                        "predict and latency (default: the default config's, untrained)")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="a trained default model (model.keras + tokenizer.json) for stages "
+        "predict and latency (default: the default config's, untrained)",
+    )
     args = parser.parse_args()
     run = [s for s in STAGES if s not in args.skip]
 
@@ -453,8 +584,9 @@ def main() -> None:
     print("\n" + line)
 
 
-def run_models(frame: pd.DataFrame, config: Config, args: argparse.Namespace, run: list[str],
-               results: dict) -> None:
+def run_models(
+    frame: pd.DataFrame, config: Config, args: argparse.Namespace, run: list[str], results: dict
+) -> None:
     """Stages 2-5: both recipes' models, trained in stage 2 (untrained if it is skipped)."""
     x_train, x_val, y_train, y_val = split_subset(frame, args.lines)
     original = prepare_original(x_train, x_val)
@@ -463,7 +595,7 @@ def run_models(frame: pd.DataFrame, config: Config, args: argparse.Namespace, ru
         print("\n2. training, one epoch each")
         results["train"] = bench_train(original, ours, y_train, y_val, config)
 
-    raw = frame["review"].iloc[:args.lines].tolist()
+    raw = frame["review"].iloc[: args.lines].tolist()
     texts = [raw[i % len(raw)] for i in range(args.predict_reviews)]
     with tempfile.TemporaryDirectory(prefix="speed-") as tmp:
         folder = Path(tmp) / "ours"
@@ -479,8 +611,7 @@ def run_models(frame: pd.DataFrame, config: Config, args: argparse.Namespace, ru
             results["predict"] = bench_predict(original, folder, default, texts)
         if "latency" in run:
             print("\n4. one review per call")
-            results["latency"] = bench_latency(original, folder, default, texts,
-                                               args.latency_calls)
+            results["latency"] = bench_latency(original, folder, default, texts, args.latency_calls)
         if "memory" in run:
             print("\n5. peak memory")
             results["memory"] = bench_memory(folder)

@@ -276,7 +276,9 @@ def test_export_scores_like_predictor_without_the_package(scored, name):
     want = Predictor(artifacts[name]).predict_proba(texts)
     assert len(got["probs"]) == len(texts) > 3500
     np.testing.assert_allclose(np.array(got["probs"], np.float32), want, rtol=0, atol=1e-5)
-    assert want.std() > 0.001  # the model tells reviews apart, so equality means something
+    # The model tells reviews apart (its scores spread over 100x the tolerance), so equality means
+    # something; a tiny one-epoch model's spread is small, hence the range, not a spread in std.
+    assert np.ptp(want) > 100 * 1e-5
 
 
 # -- the command, the record, the atomic write ----------------------------------------------------
