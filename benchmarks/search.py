@@ -36,6 +36,8 @@ NOTEBOOK = dict(
     recurrent_dropout=0.0,
     head_dropout=0.0,
     jamo_features=0,
+    ngram_order=0,
+    branch_loss_weight=0.0,
 )
 CONV = {**NOTEBOOK, "embedding_dim": 64, "conv_filters": 128, "pooling": True}
 # the convolution's output max-pooled by 2: half the RNN steps pay for a bidirectional LSTM

@@ -210,11 +210,11 @@ class ZeroEmptyReviews(layers.Layer):
 class HashedNgrams(layers.Layer):
     """Each position's character n-grams (orders 1..`max_order`) as rows of one embedding table.
 
-    Called on right-padded ids (batch, steps); returns (batch, steps, max_order) table rows, 0
-    where there is no n-gram (padding). Unigrams keep their own id; longer n-grams are hashed
-    into `buckets` rows per order, so the table needs no vocabulary of n-grams and the model
-    stays one self-contained file. The padding after a review counts as its end, so an n-gram
-    may end there ('요' + end); it is the same however much padding a batch adds.
+    Called on padded ids (batch, steps), padding on either side; returns (batch, steps,
+    max_order) table rows, 0 where there is no n-gram (padding). Unigrams keep their own id;
+    longer n-grams are hashed into `buckets` rows per order, so the table needs no vocabulary of
+    n-grams and the model stays one self-contained file. A review's end counts as padding, so an
+    n-gram may end there ('요' + end); it is the same however much padding a batch adds.
     """
 
     def __init__(self, vocab_size: int, max_order: int, buckets: int, **kwargs):

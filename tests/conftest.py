@@ -16,7 +16,16 @@ from pipeline.config import Config
 SAMPLE = Path(__file__).resolve().parent / "data" / "naver_shopping_sample_600.txt"
 
 # Small enough to train in seconds on 2 cores, big enough to learn something.
-TINY = dict(embedding_dim=8, rnn_units=(8, 4), epochs=1, batch_size=64, patience=1)
+# The default model's parts at toy sizes (the n-gram table at 2**18 rows would dominate the tests)
+TINY = dict(
+    embedding_dim=8,
+    rnn_units=(8, 4),
+    ngram_buckets=2**10,
+    ngram_dim=8,
+    epochs=1,
+    batch_size=64,
+    patience=1,
+)
 
 
 # Whole modules that train models or start subprocesses; any test using `trained` is slow too.
