@@ -1,10 +1,14 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 
 from pipeline.baseline import baseline
 from pipeline.evaluate import classification_metrics, format_table, length_buckets
+from pipeline.prepare import read_split
 
 
 def test_metrics_match_a_hand_count():
@@ -64,3 +68,27 @@ def test_baseline_c_is_chosen_on_validation_only(trained, tmp_path):
     # one candidate: no search, and a single number is accepted where a list is expected
     single = baseline(trained.replace(artifacts_dir=tmp_path / "one", baseline_c=0.01), quiet=True)
     assert single["c"] == 0.01 and single["val_accuracy"] == pytest.approx(by_c[0.01])
+    # each C's figure is that C's own model (warm starts once left every C at the first answer)
+    train, val = (read_split(trained.split_path(s)) for s in ("train", "val"))
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True)
+    features = vectorizer.fit_transform(train["text"])
+    val_features = vectorizer.transform(val["text"])
+    for c, accuracy in by_c.items():
+        fitted = LogisticRegression(C=c, max_iter=1000).fit(features, train["label"])
+        assert accuracy == pytest.approx((fitted.predict(val_features) == val["label"]).mean())
+    assert len(set(by_c.values())) > 1, "C from 0.01 to 100 changed nothing on validation"
+
+
+def test_every_baseline_c_is_its_own_fit_on_a_large_training_split(trained, tmp_path):
+    """At 150k training rows, C's pull on the loss is below lbfgs's tolerance: a fit
+    warm-started from another C's answer stops at once, and every C scored alike."""
+    data = tmp_path / "data"
+    shutil.copytree(trained.data_dir, data)
+    train_path = trained.replace(data_dir=data).split_path("train")
+    rows = train_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    train_path.write_text(rows[0] + "".join(rows[1:] * 300), encoding="utf-8")
+    config = trained.replace(data_dir=data, artifacts_dir=tmp_path / "a", baseline_c=(1.0, 3.0))
+    baseline(config, quiet=True)
+    saved = json.loads((config.artifacts_dir / "baseline.json").read_text(encoding="utf-8"))
+    losses = saved["val_loss_by_c"]
+    assert losses["1.0"] != losses["3.0"], "the second C reused the first C's model"
