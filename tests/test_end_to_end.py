@@ -11,6 +11,8 @@ from tests.test_cli import cli
 TINY_TOML = """
 embedding_dim = 8
 rnn_units = [8, 4]
+ngram_buckets = 1024
+ngram_dim = 8
 batch_size = 64
 """
 

@@ -1,3 +1,6 @@
+import os
+import stat
+
 import pytest
 
 from pipeline.files import atomic_dir, atomic_path, sha256_file, write_json_atomic
@@ -47,3 +50,16 @@ def test_a_finished_folder_write_replaces_the_whole_folder(tmp_path):
         (tmp / "b").write_text("second", encoding="utf-8")
     assert [p.name for p in target.iterdir()] == ["b"]
     assert [p.name for p in target.parent.iterdir()] == ["export"]
+
+
+def test_written_files_get_the_permissions_of_any_new_file(tmp_path):
+    """A model written as 0600 could not be read by a service running as another user."""
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "metrics.json", {})
+        with atomic_dir(tmp_path / "export") as folder:
+            (folder / "x").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "export").stat().st_mode) == 0o755

@@ -6,11 +6,18 @@ import pytest
 
 from pipeline.config import Config
 from pipeline.model import build_model
+from pipeline.train import for_inference
 
 LENGTHS = (1, 2, 3, 7, 10)
 SMALL_CONV_POOLED = dict(
     embedding_dim=4, rnn_units=(6, 3), conv_filters=8, conv_pool=2, pooling=True, jamo_features=0
 )
+
+
+def inference_model(config: Config, vocab_size: int, jamo_table=None):
+    """The model users get (its own answer only), with the n-gram table at a toy size."""
+    small_table = config.replace(ngram_buckets=min(config.ngram_buckets, 64), ngram_dim=4)
+    return for_inference(build_model(small_table, vocab_size, jamo_table=jamo_table))
 
 
 def padded(lengths, width, padding, seed=0):
@@ -38,7 +45,7 @@ def padded(lengths, width, padding, seed=0):
 )
 def test_output_is_the_same_at_every_padded_width(padding, layers):
     config = Config(embedding_dim=4, rnn_units=(6, 3), padding=padding, jamo_features=0, **layers)
-    model = build_model(config, vocab_size=30)
+    model = inference_model(config, vocab_size=30)
     x = padded(LENGTHS, 12, padding)
     widest = model(x).numpy().ravel()
     for row, length in enumerate(LENGTHS):
@@ -49,13 +56,13 @@ def test_output_is_the_same_at_every_padded_width(padding, layers):
 
 def test_an_all_padding_row_gives_a_finite_answer():
     config = Config(**SMALL_CONV_POOLED)
-    out = build_model(config, vocab_size=30)(np.zeros((2, 5), dtype="int32")).numpy()
+    out = inference_model(config, vocab_size=30)(np.zeros((2, 5), dtype="int32")).numpy()
     assert np.isfinite(out).all()
 
 
 def test_models_with_our_layers_load_in_safe_mode(tmp_path):
     config = Config(**SMALL_CONV_POOLED, bidirectional=True, ngram_order=3, ngram_buckets=64)
-    model = build_model(config, vocab_size=30)
+    model = inference_model(config, vocab_size=30)
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
     x = padded(LENGTHS, 12, "pre")
@@ -69,7 +76,7 @@ def test_jamo_features_keep_the_contract_and_travel_with_the_model(tmp_path):
 
     tok = CharTokenizer(maxlen=12).fit(["각가 나ㅋ1", "한글 좋아요"])
     config = Config(jamo_features=8, embedding_dim=4, rnn_units=(6, 3))
-    model = build_model(config, tok.vocab_size, jamo_table=tok.jamo_table())
+    model = inference_model(config, tok.vocab_size, jamo_table=tok.jamo_table())
     x = tok.encode(["각가", "나ㅋ1 한글", ""])
     widest = model(x).numpy().ravel()
     for row in range(2):
@@ -115,7 +122,7 @@ def test_every_rnn_mask_is_right_padded_and_never_all_false(monkeypatch, padding
 
     settings = dict(embedding_dim=4, rnn_units=(6, 3), jamo_features=4, padding=padding)
     tok = CharTokenizer(maxlen=12, padding=padding).fit(["각가 나ㅋ1", "한글 좋아요 123"])
-    model = build_model(Config(**{**settings, **layers}), tok.vocab_size, 5, tok.jamo_table())
+    model = inference_model(Config(**{**settings, **layers}), tok.vocab_size, tok.jamo_table())
     seen = _record_rnn_masks(monkeypatch)
     x = tok.encode(["각가", "", "나ㅋ1 한글 좋아요 좋아요", "한"])
     model(x)
@@ -131,7 +138,7 @@ def test_every_rnn_mask_is_right_padded_and_never_all_false(monkeypatch, padding
 def test_an_empty_review_scores_the_output_layers_prior():
     """Its one forced step is discarded: the head sees zeros, so the score is sigmoid(bias)."""
     config = Config(**SMALL_CONV_POOLED)
-    model = build_model(config, vocab_size=30)
+    model = inference_model(config, vocab_size=30)
     bias = float(model.get_layer("positive").bias.numpy()[0]) + 0.7
     model.get_layer("positive").bias.assign([bias])
     out = model(np.zeros((3, 6), dtype="int32")).numpy().ravel()

@@ -89,7 +89,8 @@ def test_the_saved_model_carries_no_optimizer_state(tmp_path):
     for_inference(model).save(tmp_path / "model.keras")
     again = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     assert getattr(again, "optimizer", None) is None
-    np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-6)
+    answer = model(x).numpy()[:, :1]  # the model's own answer; the branches' follow in training
+    np.testing.assert_allclose(again(x).numpy(), answer, atol=1e-6)
     saved, compiled = (
         (tmp_path / "model.keras").stat().st_size,
         (tmp_path / "compiled.keras").stat().st_size,

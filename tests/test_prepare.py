@@ -277,7 +277,7 @@ def test_a_clean_file_prints_no_problems(tmp_path, sample_path, capsys):
 @pytest.mark.parametrize(
     "line,message",
     [
-        (b"2\t\xff broken", "is not valid UTF-8"),
+        (b"2\t\xff broken", "does not decode in the source's encoding (UTF-8 unless"),
         (b"1\t" + "가".encode() * (LONG_REVIEW_CHARS + 1), "over 10,000 characters"),
         (b"0\tzero", "not a whole number from 1 to 5"),
         (b"6\tsix", "not a whole number from 1 to 5"),
@@ -286,9 +286,10 @@ def test_a_clean_file_prints_no_problems(tmp_path, sample_path, capsys):
     ids=["invalid-utf8", "long", "zero", "six", "arabic-digit"],
 )
 def test_strict_mode_stops_at_the_first_problem_and_says_how_to_go_on(line, message):
+    # 199 good lines first: a source mostly not UTF-8 is refused as a whole, naming its encoding
     with pytest.raises(PipelineError) as info:
-        parse_lines(b"5\tgood\n" + line + b"\n", strict=True)
-    assert str(info.value).startswith("line 2 ") and message in str(info.value)
+        parse_lines(b"5\tgood\n" * 199 + line + b"\n", strict=True)
+    assert str(info.value).startswith("line 200 ") and message in str(info.value)
     assert str(info.value).endswith(
         "; fix the file or run without --strict to skip and count such lines"
     )

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.config import Config
 from pipeline.model import build_model
-from pipeline.train import batch_indices, make_dataset
+from pipeline.train import batch_indices, for_inference, make_dataset
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "simplernn"])
@@ -14,10 +14,11 @@ def test_builds_every_cell_with_any_input_length(cell, bidirectional):
     config = Config(
         cell=cell, bidirectional=bidirectional, embedding_dim=4, rnn_units=(6, 3), jamo_features=0
     )
-    model = build_model(config, vocab_size=30)
+    model = build_model(config.replace(ngram_buckets=64), vocab_size=30)
     for length in (1, 17, 100):
-        out = model(np.ones((2, length), dtype="int32"))
-        assert tuple(out.shape) == (2, 1)
+        # in training: the answer, then the LSTM's and the n-grams' own; a predictor: the answer
+        assert tuple(model(np.ones((2, length), dtype="int32")).shape) == (2, 3)
+        assert tuple(for_inference(model)(np.ones((2, length), dtype="int32")).shape) == (2, 1)
     assert model.get_layer("embedding").input_dim == 30
 
 
@@ -25,8 +26,10 @@ def test_default_model_is_a_stacked_lstm_over_characters():
     from pipeline.tokenizer import CharTokenizer
 
     tokenizer = CharTokenizer().fit(["배송 빠르고 좋아요"])
-    model = build_model(Config(), tokenizer.vocab_size, jamo_table=tokenizer.jamo_table())
+    trainable = build_model(Config(), tokenizer.vocab_size, jamo_table=tokenizer.jamo_table())
+    model = for_inference(trainable)  # what model.keras holds
     kinds = [type(layer).__name__ for layer in model.layers[1:]]
+    # the sequence view and the n-gram bag, interleaved in Keras' order of building
     assert kinds == [
         "RightPad",
         "Embedding",
@@ -37,12 +40,24 @@ def test_default_model_is_a_stacked_lstm_over_characters():
         "MaskedConv1D",
         "MaskedMaxPool1D",
         "Bidirectional",
+        "HashedNgrams",
         "Bidirectional",
+        "Embedding",
         "MaskedMaxMeanPooling",
+        "MaskedBagMean",
+        "Concatenate",
         "ZeroEmptyReviews",
         "Dropout",
         "Dense",
     ]
+    names = {layer.name for layer in model.layers}
+    training_only = {layer.name for layer in trainable.layers} - names
+    assert training_only == {
+        "rnn_alone_dropout",
+        "rnn_alone",
+        "ngrams_alone",
+        "with_branch_answers",
+    }
     bidirectional = [layer for layer in model.layers if type(layer).__name__ == "Bidirectional"]
     assert [type(layer.forward_layer).__name__ for layer in bidirectional] == ["LSTM", "LSTM"]
 
