@@ -63,10 +63,11 @@ def make_model(folder: Path, reviews: list[str]) -> None:
     from pipeline.config import Config
     from pipeline.model import build_model
     from pipeline.tokenizer import CharTokenizer
+    from pipeline.train import for_inference
 
     tokenizer = CharTokenizer().fit(clean_texts(reviews))
     model = build_model(Config(), tokenizer.vocab_size, 10, tokenizer.jamo_table())
-    model.save(folder / "model.keras")
+    for_inference(model).save(folder / "model.keras")
     tokenizer.save(folder / "tokenizer.json")
 
 

@@ -51,7 +51,7 @@ from pipeline.config import Config
 from pipeline.model import build_model
 from pipeline.predict import Predictor, sentiment_predict
 from pipeline.tokenizer import CharTokenizer
-from pipeline.train import make_dataset
+from pipeline.train import for_inference, make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared/data/nsmc_reviews_200k.txt"
@@ -72,6 +72,7 @@ NOTEBOOK_SIZES = dict(
     spatial_dropout=0.0,
     head_dropout=0.0,
     jamo_features=0,
+    ngram_order=0,
 )
 
 # -- data ----------------------------------------------------------------------
@@ -288,7 +289,7 @@ def bench_train(
 
 
 def save_ours(ours: dict, folder: Path) -> None:
-    ours["model"].save(folder / "model.keras")
+    for_inference(ours["model"]).save(folder / "model.keras")
     ours["tokenizer"].save(folder / "tokenizer.json")
 
 
@@ -305,7 +306,7 @@ def save_default(x_train: list[str], folder: Path) -> None:
     ).fit(x_train)
     keras.utils.set_random_seed(SEED)
     jamo = tokenizer.jamo_table() if config.jamo_features else None
-    build_model(config, tokenizer.vocab_size, 100, jamo).save(folder / "model.keras")
+    for_inference(build_model(config, tokenizer.vocab_size, 100, jamo)).save(folder / "model.keras")
     tokenizer.save(folder / "tokenizer.json")
 
 
