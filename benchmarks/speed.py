@@ -211,13 +211,7 @@ def prepare_original(x_train: list[str], x_val: list[str]) -> dict:
 
 
 def prepare_ours(x_train: list[str], x_val: list[str], config: Config) -> dict:
-    tokenizer = CharTokenizer(
-        maxlen=config.maxlen,
-        oov_token=config.oov_token,
-        num_words=config.num_words,
-        padding=config.padding,
-        truncating=config.truncating,
-    ).fit(x_train)
+    tokenizer = CharTokenizer.for_config(config).fit(x_train)
     keras.utils.set_random_seed(SEED)
     steps = -(-len(x_train) // config.batch_size)
     model = build_model(config, tokenizer.vocab_size, steps_per_epoch=steps)
@@ -296,14 +290,7 @@ def save_ours(ours: dict, folder: Path) -> None:
 def save_default(x_train: list[str], folder: Path) -> None:
     """The default config's model (untrained: speed does not depend on the weights)."""
     config = Config()
-    tokenizer = CharTokenizer(
-        maxlen=config.maxlen,
-        oov_token=config.oov_token,
-        num_words=config.num_words,
-        padding=config.padding,
-        truncating=config.truncating,
-        unit=config.token_unit,
-    ).fit(x_train)
+    tokenizer = CharTokenizer.for_config(config).fit(x_train)
     keras.utils.set_random_seed(SEED)
     jamo = tokenizer.jamo_table() if config.jamo_features else None
     for_inference(build_model(config, tokenizer.vocab_size, 100, jamo)).save(folder / "model.keras")

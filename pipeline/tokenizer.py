@@ -58,6 +58,18 @@ class CharTokenizer:
         self.unit = unit
         self.word_index_: dict[str, int] = {}
 
+    @classmethod
+    def for_config(cls, config: Config) -> CharTokenizer:
+        """An unfitted tokenizer with every tokenize setting of `config`."""
+        return cls(
+            maxlen=config.maxlen,
+            oov_token=config.oov_token,
+            num_words=config.num_words,
+            padding=config.padding,
+            truncating=config.truncating,
+            unit=config.token_unit,
+        )
+
     # -- learning -----------------------------------------------------------------------------
     def fit(self, texts: Sequence[str]) -> CharTokenizer:
         """Index characters by descending count, ties by first appearance (the legacy rule)."""
@@ -255,14 +267,7 @@ def tokenize(config: Config, quiet: bool = False) -> dict:
     from pipeline.prepare import SPLITS, read_split
 
     splits = {name: read_split(config.split_path(name)) for name in SPLITS}
-    tokenizer = CharTokenizer(
-        maxlen=config.maxlen,
-        oov_token=config.oov_token,
-        num_words=config.num_words,
-        padding=config.padding,
-        truncating=config.truncating,
-        unit=config.token_unit,
-    ).fit(splits["train"]["text"].tolist())
+    tokenizer = CharTokenizer.for_config(config).fit(splits["train"]["text"].tolist())
     arrays = {}
     for name, frame in splits.items():
         arrays[f"x_{name}"] = tokenizer.encode(frame["text"].tolist())
