@@ -164,7 +164,11 @@ def train(config: Config, quiet: bool = False) -> dict | None:
         "workers": len(cluster.names) if cluster else 1,
     }
     write_json_atomic(config.artifacts_dir / "history.json", {**summary, "history": history})
-    plot_curves(history, config.artifacts_dir / "training_curves.png")
+    loss_title = "loss"
+    if config.ngram_order and config.branch_loss_weight:
+        # what training minimised, so its scale is not read as the answer's cross-entropy alone
+        loss_title = f"loss (answer + {config.branch_loss_weight:g} x each branch's)"
+    plot_curves(history, config.artifacts_dir / "training_curves.png", loss_title)
     if cluster:
         distributed.finish_together(cluster, config.cluster_timeout)
     return summary
@@ -205,7 +209,7 @@ def _fit(model, config: Config, train_ds, val_ds, callbacks: list, quiet: bool) 
     return history
 
 
-def plot_curves(history: dict[str, list[float]], path: Path) -> None:
+def plot_curves(history: dict[str, list[float]], path: Path, loss_title: str = "loss") -> None:
     """Loss and accuracy per epoch, training against validation."""
     import matplotlib
 
@@ -218,7 +222,7 @@ def plot_curves(history: dict[str, list[float]], path: Path) -> None:
         ax.plot(epochs, history[metric], "o-", label="train")
         ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
         ax.set_xlabel("epoch")
-        ax.set_title(metric)
+        ax.set_title(loss_title if metric == "loss" else metric)
         ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
