@@ -188,8 +188,10 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
         model_path, tokenizer_path = config.model_path, config.tokenizer_path
         predictor = Predictor(config.artifacts_dir)
         sources = {p.name: sha256_file(p) for p in (model_path, tokenizer_path)}
+        # No archive.track(model): the endpoint's trace already captures every weight, and tracking
+        # the model as well stores each weight twice (keras-team/keras#23553; 2x the export and
+        # 2x the memory in TF Serving).
         archive = keras.export.ExportArchive()
-        archive.track(predictor.model)
         archive.add_endpoint(
             SIGNATURE,
             serving_function(predictor.model, predictor.tokenizer),

@@ -359,3 +359,14 @@ def test_a_missing_artifacts_folder_is_a_clear_error_and_is_not_created(tmp_path
     with pytest.raises(PipelineError, match="artifacts does not exist; train a model"):
         export.export_savedmodel(config, tmp_path / "export", quiet=True)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_the_export_stores_each_weight_once(scored, name):
+    """Tracking the model besides the endpoint stored every weight twice (keras#23553)."""
+    _, artifacts, _, root = scored
+    reader = tf.train.load_checkpoint(str(root / name / "export" / "variables" / "variables"))
+    shapes = reader.get_variable_to_shape_map()
+    shapes.pop("_CHECKPOINTABLE_OBJECT_GRAPH", None)  # the checkpoint's own bookkeeping
+    stored = sum(int(np.prod(shape)) for shape in shapes.values())
+    assert stored == Predictor(artifacts[name]).model.count_params()
