@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
+from pipeline.baseline import fit_baseline
 from pipeline.cleaning import clean_texts
 from pipeline.config import load_config
 from pipeline.predict import Predictor
@@ -50,20 +49,12 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
 
 def baseline_scores(splits: dict, c_values: tuple[float, ...], other: list[str]) -> dict:
     """The baseline stage's model, C chosen on validation, scored on every set."""
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True)
-    features = vectorizer.fit_transform(splits["train"]["text"])
-    best = None
-    for c in sorted(c_values):
-        model = LogisticRegression(C=c, max_iter=1000).fit(features, splits["train"]["label"])
-        val = model.predict_proba(vectorizer.transform(splits["val"]["text"]))[:, 1]
-        if best is None or accuracy(val, splits["val"]["label"].to_numpy()) > best[0]:
-            best = (accuracy(val, splits["val"]["label"].to_numpy()), c, model)
-    _, c, model = best
-    scores = {"c": c}
+    fitted = fit_baseline(splits["train"], splits["val"], c_values)
+    scores = {"c": fitted.c}
     for name in ("val", "test"):
-        probs = model.predict_proba(vectorizer.transform(splits[name]["text"]))[:, 1]
+        probs = fitted.predict_proba(splits[name]["text"])
         scores[name] = accuracy(probs, splits[name]["label"].to_numpy())
-    scores["other"] = model.predict_proba(vectorizer.transform(other))[:, 1]
+    scores["other"] = fitted.predict_proba(other)
     return scores
 
 
