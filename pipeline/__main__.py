@@ -14,7 +14,8 @@ STAGE_HELP = {
     "prepare": "label, clean, dedupe and split the reviews",
     "tokenize": "fit the character tokenizer on the training split and encode every split",
     "baseline": "fit the TF-IDF + logistic regression baseline on the same split",
-    "train": "train the stacked RNN",
+    "pretrain": "pretrain the character encoder on unlabeled reviews (--unlabeled)",
+    "train": "train the stacked RNN (from the pretrained encoder)",
     "evaluate": "score the test split and write metrics.json",
 }
 
@@ -54,6 +55,19 @@ def _source_parser() -> argparse.ArgumentParser:
     source.add_argument("--rating-column", help="its 1-5 rating column (> 3 positive, 3 dropped)")
     source.add_argument("--label-column", help="or its label column (1 positive, 0 negative)")
     source.add_argument("--encoding", help="the source's encoding (default utf-8), e.g. cp949")
+    source.add_argument(
+        "--unlabeled",
+        action="append",
+        metavar="PATH",
+        help="a file of reviews without ratings to pretrain on (one a line, or a csv, tsv or "
+        "jsonl file with --unlabeled-column); repeat for several",
+    )
+    source.add_argument("--unlabeled-column", help="the review column of a table --unlabeled")
+    source.add_argument(
+        "--pretrain",
+        choices=["mlm", "rtd", "none"],
+        help="the pretraining objective: masked (mlm) or replaced (rtd) characters, or none",
+    )
     return source
 
 
@@ -130,7 +144,15 @@ def load_settings(args: argparse.Namespace):
         strict=getattr(args, "strict", False) or None,
         **{
             name: getattr(args, name, None)
-            for name in ("source_format", "text_column", "rating_column", "label_column")
+            for name in (
+                "source_format",
+                "text_column",
+                "rating_column",
+                "label_column",
+                "unlabeled",
+                "unlabeled_column",
+                "pretrain",
+            )
         },
         # predict's --encoding is its input file's, not the training source's; serve and
         # export have none

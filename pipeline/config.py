@@ -22,6 +22,10 @@ OFFICIAL_SOURCE = (
 OFFICIAL_BLOB_ID = "25afff322fd86ee54d7813acedafe4990d83b18c"
 
 
+# The settings of the character encoder change what pretraining learns and what training builds.
+ENCODER = ("pretrain", "train")
+
+
 def setting(default: Any, *stages: str) -> Any:
     """A Config field that names the stages whose output it changes (none: runtime only).
 
@@ -58,7 +62,7 @@ class Config:
     val_fraction: float = setting(0.1, "prepare")
     test_fraction: float = setting(0.1, "prepare")
     strict: bool = setting(False, "prepare")  # a malformed line is an error, not a counted skip
-    seed: int = setting(42, "prepare", "train")
+    seed: int = setting(42, "prepare", *ENCODER)
 
     # tokenize
     maxlen: int = setting(100, "tokenize")
@@ -76,20 +80,20 @@ class Config:
     # Defaults chosen on validation accuracy within a 10-minute full run on 2 cores
     # (benchmarks/search.py, benchmarks/RESULTS.md); the notebook's recipe is
     # benchmarks/configs/original_recipe.toml.
-    embedding_dim: int = setting(64, "train")
-    rnn_units: tuple[int, ...] = setting((64, 32), "train")
-    jamo_features: int = setting(32, "train")  # > 0 adds each character's summed jamo embeddings
-    cell: str = setting("lstm", "train")  # lstm | gru | simplernn
-    bidirectional: bool = setting(True, "train")
-    conv_filters: int = setting(128, "train")  # > 0 puts a character n-gram convolution first
-    conv_kernel: int = setting(3, "train")
-    conv_pool: int = setting(2, "train")  # > 1 max-pools the convolution: fewer RNN steps
+    embedding_dim: int = setting(64, *ENCODER)
+    rnn_units: tuple[int, ...] = setting((64, 32), *ENCODER)
+    jamo_features: int = setting(32, *ENCODER)  # > 0 adds each character's summed jamo embeddings
+    cell: str = setting("lstm", *ENCODER)  # lstm | gru | simplernn
+    bidirectional: bool = setting(True, *ENCODER)
+    conv_filters: int = setting(128, *ENCODER)  # > 0 puts a character n-gram convolution first
+    conv_kernel: int = setting(3, *ENCODER)
+    conv_pool: int = setting(2, *ENCODER)  # > 1 max-pools the convolution: fewer RNN steps
     pooling: bool = setting(True, "train")  # max and mean over all steps of the last RNN layer
-    spatial_dropout: float = setting(0.15, "train")  # drops whole embedding channels
-    dropout: float = setting(0.0, "train")  # on each RNN layer's inputs
-    recurrent_dropout: float = setting(0.0, "train")
+    spatial_dropout: float = setting(0.15, *ENCODER)  # drops whole embedding channels
+    dropout: float = setting(0.0, *ENCODER)  # on each RNN layer's inputs
+    recurrent_dropout: float = setting(0.0, *ENCODER)
     head_dropout: float = setting(0.3, "train")  # before the output layer
-    mask_padding: bool = setting(True, "train")  # the RNN skips padding: scores never depend on it
+    mask_padding: bool = setting(True, *ENCODER)  # the RNN skips padding: scores never depend on it
     # A bag of hashed character n-grams beside the RNN (fastText-style): orders 1..ngram_order,
     # `ngram_buckets` table rows per order above 1, averaged into an `ngram_dim` vector that
     # joins the RNN's features before the output layer. 0 turns it off.
@@ -100,6 +104,21 @@ class Config:
     # With the bag on, the RNN and the bag also each answer alone in training, their losses
     # weighted by this beside the model's (0: off; nothing changes at prediction time).
     branch_loss_weight: float = setting(0.3, "train")
+
+    # pretrain: self-supervised training of the encoder (embeddings, convolution, RNN) on the
+    # training split's texts and any `unlabeled` files, before `train` fine-tunes it
+    # mlm: masked-character prediction (BERT-style) | rtd: replaced-character detection
+    # (ELECTRA-style, with characters drawn from the training split's frequencies) | none
+    pretrain: str = setting("mlm", *ENCODER)
+    # files of unlabeled reviews: one a line, or a CSV/TSV/JSONL column (unlabeled_column), read
+    # like `predict --input`; reviews also in validation or test are left out
+    unlabeled: tuple[str, ...] = setting((), "pretrain")
+    unlabeled_column: str | None = setting(None, "pretrain")
+    unlabeled_encoding: str = setting("utf-8", "pretrain")
+    pretrain_epochs: int = setting(4, "pretrain")
+    pretrain_batch_size: int = setting(256, "pretrain")
+    pretrain_learning_rate: float = setting(2e-3, "pretrain")
+    mask_rate: float = setting(0.15, "pretrain")  # characters hidden (mlm) or replaced (rtd)
 
     # train
     epochs: int = setting(6, "train")
@@ -130,8 +149,8 @@ class Config:
             value, default = getattr(self, f.name), getattr(Config, f.name, None)
             if isinstance(default, Path) and not isinstance(value, Path):
                 object.__setattr__(self, f.name, Path(value))
-            elif isinstance(default, tuple) and isinstance(value, list | int | float):
-                # a TOML list, or a single value where a list of candidates is accepted
+            elif isinstance(default, tuple) and isinstance(value, list | int | float | str):
+                # a TOML list, or a single value where a list is accepted
                 value = tuple(value) if isinstance(value, list) else (value,)
                 object.__setattr__(self, f.name, value)
 
@@ -164,6 +183,10 @@ class Config:
     @property
     def tokenizer_path(self) -> Path:
         return self.artifacts_dir / "tokenizer.json"
+
+    @property
+    def pretrained_path(self) -> Path:
+        return self.artifacts_dir / "pretrained.keras"
 
     @property
     def is_official_source(self) -> bool:
@@ -241,6 +264,14 @@ def _validate(config: Config) -> None:
         raise PipelineError(f"lr_schedule must be constant or cosine, not {config.lr_schedule!r}")
     if config.conv_kernel % 2 == 0:
         raise PipelineError("conv_kernel must be odd, so the convolution is centred")
+    if config.pretrain not in ("none", "mlm", "rtd"):
+        raise PipelineError(f"pretrain must be none, mlm or rtd, not {config.pretrain!r}")
+    if config.pretrain != "none" and not config.mask_padding:
+        raise PipelineError("pretraining needs mask_padding = true; or set pretrain = 'none'")
+    if not 0 < config.mask_rate < 1:
+        raise PipelineError("mask_rate must be between 0 and 1")
+    if config.pretrain_epochs < 1 or config.pretrain_batch_size < 1:
+        raise PipelineError("pretrain_epochs and pretrain_batch_size must be positive")
     if config.token_unit not in ("char", "jamo"):
         raise PipelineError(f"token_unit must be char or jamo, not {config.token_unit!r}")
     if config.padding not in ("pre", "post") or config.truncating not in ("pre", "post"):

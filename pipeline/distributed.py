@@ -1,11 +1,9 @@
-"""Training on several replicas or machines with tf.distribute: the cluster, the input, the loop.
+"""Training on several replicas or machines with tf.distribute: the strategy and the cluster.
 
 `--distribute mirrored` uses every local GPU (or CPU); `--distribute multi-worker` a cluster
-named by TF_CONFIG, every worker started with the same command. Keras 3's `fit` cannot train
-under MultiWorkerMirroredStrategy (it averages input batches and scalar metrics across workers
-in ways that fail: keras-team/keras#20585), so distributed runs use the small loop below, the
-one TensorFlow's multi-worker guides write: `strategy.run` per step, gradients summed across
-replicas by the optimizer, loss and accuracy summed across replicas once per step.
+named by TF_CONFIG, every worker started with the same command. The input (pipeline/batches.py)
+and the loop (pipeline/loop.py) are the same for one process and for a cluster; this module
+sets the cluster up, checks its workers agree, and turns a lost peer into one sentence.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,12 +24,10 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.files import sha256_file
-from pipeline.train import batch_indices, labelled_batch
 
 ROLES = ("chief", "worker")  # the tasks that train; TF_CONFIG may name others (evaluator, ps)
 # TensorFlow's errors when a peer is gone: its socket closed, its heartbeats stopped, a deadline.
 PEER_ERRORS = ("UnavailableError", "DeadlineExceededError", "AbortedError", "CancelledError")
-LOGS = ["accuracy", "loss", "val_accuracy", "val_loss"]  # what an epoch reports, as under fit
 
 
 @dataclass(frozen=True)
@@ -161,16 +156,19 @@ def check_same_inputs(strategy, cluster: Cluster, config: Config) -> None:
     import tensorflow as tf
 
     digest = hashlib.sha256(json.dumps(_train_settings(config), sort_keys=True).encode())
-    for path in (config.encoded_path, config.tokenizer_path):
+    paths = [config.encoded_path, config.tokenizer_path]
+    if config.pretrain != "none":
+        paths.append(config.pretrained_path)
+    for path in paths:
         digest.update(sha256_file(path).encode())
     words = np.frombuffer(digest.digest()[:16], dtype=np.int32)
     with peer_failures(cluster):
         seen = strategy.gather(tf.constant(words[None, :]), axis=0).numpy()
     if (seen != words).any():
         raise PipelineError(
-            "the workers' prepared data, tokenizer or training settings differ; give every "
-            "worker the same copy of data/processed/encoded.npz, artifacts/tokenizer.json and "
-            "the same command"
+            "the workers' prepared data, tokenizer, pretrained encoder or training settings "
+            "differ; give every worker the same copy of data/processed/encoded.npz, "
+            "artifacts/tokenizer.json, artifacts/pretrained.keras and the same command"
         )
 
 
@@ -207,140 +205,3 @@ def finish_together(cluster: Cluster, timeout: float) -> None:
     except PipelineError:
         if not cluster.chief:
             raise
-
-
-def replica_parts(
-    lengths: np.ndarray, batch_size: int, replicas: int, rng: np.random.Generator | None
-) -> list[list[np.ndarray]]:
-    """Every step's rows for each replica: a global batch of batch_size x replicas rows of
-    similar lengths, split into `replicas` parts whose sizes differ by at most one.
-
-    Every row is used once. A last batch with fewer rows than replicas joins the batch before
-    it, so no replica ever gets an empty part.
-    """
-    steps = batch_indices(lengths, batch_size * replicas, rng, replicas)
-    return [np.array_split(index, replicas) for index in steps]
-
-
-def distributed_dataset(
-    x: np.ndarray, y: np.ndarray, config: Config, padding: str, shuffle: bool, strategy
-):
-    """Per-replica (batch, labels, weights) for a tf.distribute strategy, and steps per epoch.
-
-    Every worker computes the same steps (same data, same seed) and reads only its own
-    replicas' parts of each: each worker reads its own shard, all run the same number of steps,
-    and no review is dropped. Each part is cut to its own longest review. A row weighs
-    1 / the rows of its global batch, so the weighted losses summed over replicas are the
-    global batch's mean loss, however unevenly its rows split.
-    """
-    import tensorflow as tf
-
-    replicas = strategy.num_replicas_in_sync
-    if len(x) < replicas:
-        raise PipelineError(
-            f"{len(x)} reviews cannot give each of {replicas} replicas a batch; "
-            "use more data or fewer replicas"
-        )
-    lengths = np.count_nonzero(x, axis=1)
-    steps = len(replica_parts(lengths, config.batch_size, replicas, None))
-    rng = np.random.default_rng(config.seed) if shuffle else None
-
-    def dataset_fn(context):
-        local = replicas // context.num_input_pipelines  # this worker's replicas
-        first = context.input_pipeline_id * local
-
-        def parts() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-            for step in replica_parts(lengths, config.batch_size, replicas, rng):
-                weight = np.float32(1 / sum(len(part) for part in step))
-                for part in step[first : first + local]:
-                    batch, labels = labelled_batch(x, y, part, lengths, config, padding)
-                    yield batch, labels, np.full(len(part), weight, dtype=np.float32)
-
-        signature = (
-            tf.TensorSpec((None, None), tf.int32),
-            tf.TensorSpec((None,), tf.float32),
-            tf.TensorSpec((None,), tf.float32),
-        )
-        dataset = tf.data.Dataset.from_generator(parts, output_signature=signature)
-        # Endless: the loop takes `steps` per epoch, so each pass is one epoch, freshly shuffled.
-        return dataset.repeat().prefetch(2)
-
-    return strategy.distribute_datasets_from_function(dataset_fn), steps
-
-
-def fit(model, strategy, config: Config, train, val, callbacks, verbose: bool) -> dict:
-    """Train `model` (built under `strategy`) on (dataset, steps) pairs; Keras-style history.
-
-    `callbacks` (e.g. EarlyStopping) see the same epoch logs as under `fit`, computed over all
-    replicas, so every worker makes the same decisions.
-    """
-    import keras
-    import tensorflow as tf
-
-    loss_fn = model.loss  # the compiled loss; .call gives one value per review
-
-    def sums(x, y, probs):
-        losses = loss_fn.call(y[:, None], probs)
-        correct = tf.cast(tf.equal(tf.cast(probs[:, 0] > 0.5, tf.float32), y), tf.float32)
-        count = tf.cast(tf.shape(y)[0], tf.float32)
-        return losses, tf.stack([tf.reduce_sum(losses), tf.reduce_sum(correct), count])
-
-    def train_step(x, y, weight):
-        with tf.GradientTape() as tape:
-            losses, totals = sums(x, y, model(x, training=True))
-            # Each row weighs 1 / its global batch: the optimizer sums gradients over replicas.
-            loss = tf.reduce_sum(losses * weight)
-        grads = tape.gradient(loss, model.trainable_variables)
-        model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return totals
-
-    def val_step(x, y, weight):
-        return sums(x, y, model(x, training=False))[1]
-
-    def runner(step):
-        @tf.function(reduce_retracing=True)
-        def run(iterator):
-            return strategy.reduce("SUM", strategy.run(step, args=next(iterator)), axis=None)
-
-        return run
-
-    with strategy.scope():  # its slots are created once, mirrored, not inside a traced step
-        model.optimizer.build(model.trainable_variables)
-    train_run, val_run = runner(train_step), runner(val_step)
-    (train_ds, steps), (val_ds, val_steps) = train, val
-    train_it, val_it = iter(train_ds), iter(val_ds)
-
-    callbacks = keras.callbacks.CallbackList(callbacks, model=model)
-    history: dict[str, list[float]] = {}
-    model.stop_training = False
-    callbacks.on_train_begin()
-    for epoch in range(config.epochs):
-        bar = None
-        if verbose:  # Keras' own progress bar, as fit shows it
-            print(f"Epoch {epoch + 1}/{config.epochs}", flush=True)
-            bar = keras.utils.Progbar(
-                steps, verbose=1 if sys.stdout.isatty() else 2, stateful_metrics=LOGS
-            )
-        callbacks.on_epoch_begin(epoch)
-        totals = np.zeros(3)  # loss, correct, reviews: summed over replicas and steps
-        for step in range(steps):
-            totals += train_run(train_it).numpy()
-            callbacks.on_train_batch_end(step)
-            if bar:
-                bar.update(step + 1, [("accuracy", totals[1] / totals[2])], finalize=False)
-        val_totals = sum(val_run(val_it).numpy() for _ in range(val_steps))
-        logs = {
-            "accuracy": totals[1] / totals[2],
-            "loss": totals[0] / totals[2],
-            "val_accuracy": val_totals[1] / val_totals[2],
-            "val_loss": val_totals[0] / val_totals[2],
-        }
-        for key, value in logs.items():
-            history.setdefault(key, []).append(float(value))
-        if bar:
-            bar.update(steps, list(logs.items()), finalize=True)
-        callbacks.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    callbacks.on_train_end()
-    return history

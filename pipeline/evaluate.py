@@ -19,6 +19,7 @@ from pipeline.prepare import read_split
 
 # Cleaned review length, in characters; the last bucket holds reviews the tokenizer truncates.
 LENGTH_EDGES = (10, 20, 40, 70, 100)
+CALIBRATION_BINS = 15  # equal-width bins of the positive probability
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
@@ -32,8 +33,37 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
         "roc_auc": float(metrics.roc_auc_score(labels, probs)) if len(set(labels)) > 1 else None,
         # rows: true negative, positive; columns: predicted negative, positive
         "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),
+        "log_loss": float(metrics.log_loss(labels, probs, labels=[0, 1])),
+        "ece": reliability(labels, probs)["ece"],
         "rows": int(len(labels)),
     }
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_BINS) -> dict:
+    """Expected calibration error and the reliability diagram's bins.
+
+    Reviews are binned by their positive probability; in a calibrated model each bin's share of
+    positive reviews equals its mean probability. The ECE is that gap, averaged over reviews.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    ece, rows = 0.0, []
+    for b in range(bins):
+        inside = which == b
+        if not inside.any():
+            continue
+        mean, share = float(probs[inside].mean()), float(labels[inside].mean())
+        ece += inside.sum() / len(probs) * abs(mean - share)
+        rows.append(
+            {
+                "bin": [b / bins, (b + 1) / bins],
+                "rows": int(inside.sum()),
+                "mean_probability": mean,
+                "positive_share": share,
+            }
+        )
+    return {"ece": float(ece), "bins": rows}
 
 
 def length_buckets(texts: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> dict:
@@ -59,18 +89,21 @@ def evaluate(config: Config, quiet: bool = False) -> dict:
     probs = Predictor(config.artifacts_dir).predict_proba(test["text"].tolist())
     result = classification_metrics(labels, probs)
     result["accuracy_by_length"] = length_buckets(test["text"], labels, probs)
+    result["reliability"] = reliability(labels, probs)["bins"]
     report = {"test": result}
     baseline_path = config.artifacts_dir / "baseline.json"
     if baseline_path.is_file():
         report["baseline_test"] = json.loads(baseline_path.read_text(encoding="utf-8"))["test"]
     write_json_atomic(config.artifacts_dir / "metrics.json", report)
     plot_confusion(result["confusion_matrix"], config.artifacts_dir / "confusion_matrix.png")
+    plot_reliability(result, config.artifacts_dir / "reliability.png")
     if not quiet:
         print(format_table(report))
     return {
         "accuracy": result["accuracy"],
         "f1": result["f1"],
         "roc_auc": result["roc_auc"],
+        "ece": result["ece"],
         "baseline_accuracy": report.get("baseline_test", {}).get("accuracy"),
     }
 
@@ -80,9 +113,9 @@ def format_table(report: dict) -> str:
     model, base = report["test"], report.get("baseline_test")
     header = f"  {'':<12}{'model':>8}" + (f"{'baseline':>10}" if base else "")
     lines = [f"evaluate: test split, {model['rows']:,} reviews", header]
-    for name in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "ece"):
         row = f"  {name:<12}{_cell(model[name]):>8}"
-        lines.append(row + (f"{_cell(base[name]):>10}" if base else ""))
+        lines.append(row + (f"{_cell(base.get(name)):>10}" if base else ""))
     for bucket, cell in model["accuracy_by_length"].items():
         row = f"  len {bucket:<8}{_cell(cell['accuracy']):>8}"
         if base and bucket in base.get("accuracy_by_length", {}):
@@ -123,6 +156,39 @@ def plot_confusion(matrix: list[list[int]], path: Path) -> None:
                 color="white" if matrix[i][j] > peak / 2 else "black",
             )
     ax.set_title("test confusion matrix")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def plot_reliability(result: dict, path: Path) -> None:
+    """The reliability diagram: each bin's share of positive reviews against its mean probability,
+    above how many reviews each bin holds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = result["reliability"]
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    top.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
+    top.plot(
+        [b["mean_probability"] for b in bins],
+        [b["positive_share"] for b in bins],
+        "o-",
+        label=f"model (ECE {result['ece']:.4f})",
+    )
+    top.set_ylabel("share of positive reviews")
+    top.set_title(f"reliability on the test split ({CALIBRATION_BINS} bins)")
+    top.legend(loc="upper left")
+    width = 1 / CALIBRATION_BINS
+    bottom.bar([b["bin"][0] for b in bins], [b["rows"] for b in bins], width=width, align="edge")
+    bottom.set_xlabel("predicted positive probability")
+    bottom.set_ylabel("reviews")
+    bottom.set_xlim(0, 1)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)

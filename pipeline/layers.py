@@ -283,3 +283,96 @@ class MaskedBagMean(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class Temperature(layers.Layer):
+    """sigmoid(logit / temperature): the model's probability, calibrated.
+
+    Training runs at temperature 1; `train` then fits the temperature on validation (a
+    temperature above 1 softens an overconfident model). Dividing a logit by a positive number
+    keeps its sign, so no label changes: only how sure the probability says the model is.
+    """
+
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, not {temperature}")
+        self.temperature = float(temperature)
+
+    def call(self, logits):
+        return ops.sigmoid(logits / self.temperature)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class StepGather(layers.Layer):
+    """The encoder's features for chosen characters, for masked-character prediction.
+
+    Called on [steps (batch, steps, dim), places (batch, k)], places counting characters from
+    the text's start. With `pool` characters per encoder step, character j is read from step
+    j // pool, plus a learned vector for its place j % pool inside the step: (batch, k, dim).
+    """
+
+    def __init__(self, pool: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.pool = pool
+        self.supports_masking = True  # places are real characters: no mask to pass on
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def build(self, input_shape):
+        self.place = self.add_weight(
+            shape=(self.pool, input_shape[0][-1]), initializer="zeros", name="place"
+        )
+
+    def call(self, inputs):
+        steps, places = inputs
+        places = ops.cast(places, "int32")
+        rows = ops.take_along_axis(steps, ops.expand_dims(places // self.pool, -1), axis=1)
+        return rows + ops.take(self.place, places % self.pool, axis=0)
+
+    def compute_output_shape(self, input_shape):
+        steps_shape, places_shape = input_shape
+        return (*places_shape, steps_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "pool": self.pool}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class PlaceLogits(layers.Layer):
+    """One logit per character place, for replaced-character detection.
+
+    Each encoder step holds `pool` characters: its features give `pool` logits, laid out in the
+    text's order, so (batch, steps, dim) -> (batch, steps * pool).
+    """
+
+    def __init__(self, pool: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.pool = pool
+        self.supports_masking = True  # the targets' weights say which places are real
+
+    def build(self, input_shape):
+        self.dense = layers.Dense(self.pool, name="dense")
+        self.dense.build(input_shape)
+
+    def call(self, steps):
+        logits = self.dense(steps)
+        return ops.reshape(logits, (ops.shape(logits)[0], -1))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        steps = None if input_shape[1] is None else input_shape[1] * self.pool
+        return (input_shape[0], steps)
+
+    def get_config(self):
+        return {**super().get_config(), "pool": self.pool}

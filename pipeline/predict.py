@@ -29,9 +29,12 @@ IN_FLIGHT = 2  # model calls running at once
 log = logging.getLogger(__name__)
 
 
+THRESHOLD = 0.5  # a review is positive when its probability is above this
+
+
 def label_of(probability: float) -> str:
     """'긍정' above 0.5, else '부정'."""
-    return POSITIVE if probability > 0.5 else NEGATIVE
+    return POSITIVE if probability > THRESHOLD else NEGATIVE
 
 
 def _as_text_list(texts: str | Iterable[str]) -> list[str]:

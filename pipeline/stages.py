@@ -28,6 +28,7 @@ from pipeline.errors import PipelineError
 from pipeline.evaluate import evaluate
 from pipeline.files import sha256_file, write_json_atomic, write_text_atomic
 from pipeline.prepare import SPLITS, prepare
+from pipeline.pretrain import pretrain
 from pipeline.tokenizer import tokenize
 from pipeline.train import train
 
@@ -83,9 +84,32 @@ STAGES: tuple[Stage, ...] = (
         home="artifacts_dir",
     ),
     Stage(
+        "pretrain",
+        pretrain,
+        inputs=lambda c: (
+            [c.encoded_path, c.tokenizer_path, *_splits(c), *map(Path, c.unlabeled)]
+            if c.pretrain != "none"
+            else []
+        ),
+        outputs=lambda c: (
+            [
+                c.pretrained_path,
+                c.artifacts_dir / "pretrain_history.json",
+                c.artifacts_dir / "pretrain_curves.png",
+            ]
+            if c.pretrain != "none"
+            else []
+        ),
+        home="artifacts_dir",
+    ),
+    Stage(
         "train",
         train,
-        inputs=lambda c: [c.encoded_path, c.tokenizer_path],
+        inputs=lambda c: [
+            c.encoded_path,
+            c.tokenizer_path,
+            *([c.pretrained_path] if c.pretrain != "none" else []),
+        ],
         outputs=lambda c: [
             c.model_path,
             c.artifacts_dir / "history.json",
@@ -105,6 +129,7 @@ STAGES: tuple[Stage, ...] = (
         outputs=lambda c: [
             c.artifacts_dir / "metrics.json",
             c.artifacts_dir / "confusion_matrix.png",
+            c.artifacts_dir / "reliability.png",
         ],
         home="artifacts_dir",
     ),
@@ -179,13 +204,7 @@ def run_stage(
     """
     for path in stage.inputs(config):
         if not path.exists():
-            producer = _producer(path, config)
-            raise PipelineError(
-                f"{path} is missing; run `python -m pipeline {producer}` first"
-                if producer
-                else f"source file {path} does not exist; pass --source with the path or URL "
-                "of naver_shopping.txt"
-            )
+            raise PipelineError(_missing(path, config))
     digest, parts = digest_parts or fingerprint(stage, config)
     started = time.perf_counter()
     try:
@@ -227,6 +246,22 @@ def write_failure_log(stage: Stage, config: Config) -> Path:
         path = Path(tempfile.gettempdir()) / path.name
         write_text_atomic(path, text)
     return path
+
+
+def _missing(path: Path, config: Config) -> str:
+    """What to do about a missing input: run the stage that writes it, or name the right file."""
+    producer = _producer(path, config)
+    if producer:
+        return f"{path} is missing; run `python -m pipeline {producer}` first"
+    if path in map(Path, config.unlabeled):
+        return (
+            f"unlabeled file {path} does not exist; pass --unlabeled with a file of reviews "
+            "(one a line, or a csv, tsv or jsonl file with --unlabeled-column)"
+        )
+    return (
+        f"source file {path} does not exist; pass --source with the path or URL of "
+        "naver_shopping.txt"
+    )
 
 
 def _producer(path: Path, config: Config) -> str | None:

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.batches import batch_indices, replica_parts
 from pipeline.config import load_config
-from pipeline.distributed import read_tf_config, replica_parts
+from pipeline.distributed import read_tf_config
 from pipeline.errors import PipelineError
-from pipeline.train import batch_indices
 
 # Tiny and without dropout: two workers then train exactly what one process trains on the same
 # global batches, up to the order in which floats are summed.

@@ -7,7 +7,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from pipeline.baseline import baseline
-from pipeline.evaluate import classification_metrics, format_table, length_buckets
+from pipeline.evaluate import classification_metrics, format_table, length_buckets, reliability
 from pipeline.prepare import read_split
 
 
@@ -19,6 +19,22 @@ def test_metrics_match_a_hand_count():
     assert m["accuracy"] == pytest.approx(3 / 5)
     assert (m["precision"], m["recall"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
     assert m["roc_auc"] == pytest.approx(4 / 6)  # 4 of the 6 positive/negative pairs in order
+
+
+def test_calibration_error_is_the_reviews_weighted_gap_between_probability_and_frequency():
+    # bin [0, 1/15): 10 reviews at 0.05, 1 positive (share 0.1); bin [14/15, 1]: 10 at 0.95, 5
+    # positive (share 0.5); bin of 0.5: 4 reviews, 2 positive, calibrated
+    probs = np.array([0.05] * 10 + [0.95] * 10 + [0.5] * 4)
+    labels = np.array([1] + [0] * 9 + [1] * 5 + [0] * 5 + [1, 0, 1, 0])
+    result = reliability(labels, probs)
+    assert result["ece"] == pytest.approx((10 * 0.05 + 10 * 0.45 + 4 * 0) / 24)
+    assert [b["rows"] for b in result["bins"]] == [10, 4, 10]
+    assert result["bins"][0]["bin"] == [0.0, 1 / 15] and result["bins"][-1]["bin"][1] == 1.0
+    assert [b["positive_share"] for b in result["bins"]] == [0.1, 0.5, 0.5]
+    assert classification_metrics(labels, probs)["ece"] == result["ece"]
+    assert (
+        reliability(np.array([0, 1]), np.array([0.0, 1.0]))["ece"] == 0.0
+    )  # 1.0 is in the top bin
 
 
 def test_length_buckets_count_every_review_once():
@@ -46,6 +62,8 @@ def test_evaluation_reports_model_beside_baseline(trained):
         == report["test"]["rows"]
     )
     assert (trained.artifacts_dir / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (trained.artifacts_dir / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    assert "ece" in table and report["test"]["reliability"]
 
 
 def test_baseline_learns_the_sample_well_above_chance(trained, tmp_path):

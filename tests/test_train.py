@@ -3,9 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.batches import batch_indices, distributed_batches, labelled_part, labelled_signature
 from pipeline.config import Config
 from pipeline.model import build_model
-from pipeline.train import batch_indices, for_inference, make_dataset
+from pipeline.train import for_inference
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "simplernn"])
@@ -93,15 +94,23 @@ def test_shuffled_batches_cover_every_row_once_and_group_similar_lengths():
 
 
 def test_dataset_trims_each_batch_to_its_longest_review():
+    import tensorflow as tf
+
     x = np.zeros((6, 10), dtype=np.int32)
     for row, length in enumerate([1, 2, 3, 7, 8, 9]):
         x[row, 10 - length :] = 5
     y = np.arange(6) % 2
-    config = Config(batch_size=3, seed=0)
-    widths = sorted(int(xb.shape[1]) for xb, _ in make_dataset(x, y, config, "pre", shuffle=False))
-    assert widths == [3, 9]
-    unmasked = Config(batch_size=3, mask_padding=False)
-    assert {int(xb.shape[1]) for xb, _ in make_dataset(x, y, unmasked, "pre", False)} == {10}
+    lengths = np.count_nonzero(x, axis=1)
+    strategy = tf.distribute.get_strategy()
+
+    def widths(trim: bool) -> list[int]:
+        part = labelled_part(x, y, "pre", trim)
+        data, steps = distributed_batches(lengths, 3, None, strategy, part, labelled_signature())
+        batches = iter(data)
+        return sorted(int(next(batches)[0].shape[1]) for _ in range(steps))
+
+    assert widths(trim=True) == [3, 9]
+    assert widths(trim=False) == [10, 10]
 
 
 MIRRORED_SCRIPT = """
@@ -203,3 +212,32 @@ def test_the_branch_answers_train_but_the_saved_model_gives_one_answer(tmp_path)
 def test_without_the_ngram_bag_there_are_no_branch_answers():
     model = build_model(Config(**{**BRANCHED, "ngram_order": 0}), vocab_size=30)
     assert tuple(model(np.ones((2, 5), dtype="int32")).shape) == (2, 1)
+
+
+def test_the_fitted_temperature_is_the_one_that_made_the_labels():
+    from pipeline.train import fit_temperature, log_loss
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, 40_000)
+    for true in (0.6, 1.0, 1.7):
+        labels = (rng.random(len(logits)) < 1 / (1 + np.exp(-logits / true))).astype(float)
+        fitted = fit_temperature(logits, labels)
+        assert fitted == pytest.approx(true, rel=0.05)
+        best = log_loss(logits / fitted, labels)
+        assert best < log_loss(logits / (fitted * 1.1), labels)
+        assert best < log_loss(logits / (fitted / 1.1), labels)
+    assert fit_temperature(np.zeros(5), np.array([0, 1, 0, 1, 1])) == 1.0
+
+
+def test_the_saved_model_divides_its_logit_by_the_temperature_and_keeps_every_label(tmp_path):
+    import keras
+
+    model = build_model(Config(**BRANCHED), vocab_size=30)
+    x = np.random.default_rng(0).integers(0, 30, (64, 8)).astype("int32")
+    logits = keras.Model(model.input, model.get_layer("logit").output)(x).numpy().ravel()
+    for_inference(model, 2.5).save(tmp_path / "model.keras")
+    saved = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
+    calibrated = saved(x).numpy().ravel()
+    np.testing.assert_allclose(calibrated, 1 / (1 + np.exp(-logits / 2.5)), atol=1e-6)
+    np.testing.assert_array_equal(calibrated > 0.5, logits > 0)
+    assert saved.get_layer("positive").temperature == 2.5
