@@ -15,6 +15,7 @@ from sklearn import metrics
 
 from pipeline.config import Config
 from pipeline.files import atomic_path, write_json_atomic
+from pipeline.predict import is_positive
 from pipeline.prepare import read_split
 
 # Cleaned review length, in characters; the last bucket holds reviews the tokenizer truncates.
@@ -24,7 +25,7 @@ CALIBRATION_BINS = 15  # equal-width bins of the positive probability
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     """Accuracy, precision, recall, F1 and ROC-AUC at threshold 0.5, and the confusion matrix."""
-    predicted = (probs > 0.5).astype(int)
+    predicted = is_positive(probs).astype(int)
     return {
         "accuracy": float(metrics.accuracy_score(labels, predicted)),
         "precision": float(metrics.precision_score(labels, predicted, zero_division=0)),
@@ -40,27 +41,30 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
 
 
 def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_BINS) -> dict:
-    """Expected calibration error and the reliability diagram's bins.
+    """Expected calibration error and the reliability diagram's bins (Guo et al., 2017).
 
-    Reviews are binned by their positive probability; in a calibrated model each bin's share of
-    positive reviews equals its mean probability. The ECE is that gap, averaged over reviews.
+    Each review's confidence is the probability of the label it is given (p or 1 - p); reviews
+    are binned by it over [0, 1]. In a calibrated model each bin's accuracy equals its mean
+    confidence; the ECE is the gap, averaged over reviews.
     """
     probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.float64)
-    which = np.minimum((probs * bins).astype(int), bins - 1)
+    predicted = is_positive(probs)
+    confidence = np.where(predicted, probs, 1 - probs)
+    correct = predicted == np.asarray(labels).astype(bool)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
     ece, rows = 0.0, []
     for b in range(bins):
         inside = which == b
         if not inside.any():
             continue
-        mean, share = float(probs[inside].mean()), float(labels[inside].mean())
-        ece += inside.sum() / len(probs) * abs(mean - share)
+        mean, accuracy = float(confidence[inside].mean()), float(correct[inside].mean())
+        ece += inside.sum() / len(probs) * abs(mean - accuracy)
         rows.append(
             {
                 "bin": [b / bins, (b + 1) / bins],
                 "rows": int(inside.sum()),
-                "mean_probability": mean,
-                "positive_share": share,
+                "confidence": mean,
+                "accuracy": accuracy,
             }
         )
     return {"ece": float(ece), "bins": rows}
@@ -69,7 +73,7 @@ def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_B
 def length_buckets(texts: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> dict:
     """Accuracy per bucket of review length: {'1-10': {'rows': n, 'accuracy': a}, ...}."""
     lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    correct = (np.asarray(probs) > 0.5) == np.asarray(labels).astype(bool)
+    correct = is_positive(probs) == np.asarray(labels).astype(bool)
     out, low = {}, 1
     for high in (*LENGTH_EDGES, None):
         inside = (lengths >= low) & (lengths <= high if high else True)
@@ -163,8 +167,8 @@ def plot_confusion(matrix: list[list[int]], path: Path) -> None:
 
 
 def plot_reliability(result: dict, path: Path) -> None:
-    """The reliability diagram: each bin's share of positive reviews against its mean probability,
-    above how many reviews each bin holds."""
+    """The reliability diagram: each confidence bin's accuracy against its mean confidence, above
+    how many reviews each bin holds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,19 +180,20 @@ def plot_reliability(result: dict, path: Path) -> None:
     )
     top.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
     top.plot(
-        [b["mean_probability"] for b in bins],
-        [b["positive_share"] for b in bins],
+        [b["confidence"] for b in bins],
+        [b["accuracy"] for b in bins],
         "o-",
         label=f"model (ECE {result['ece']:.4f})",
     )
-    top.set_ylabel("share of positive reviews")
+    top.set_ylabel("accuracy")
     top.set_title(f"reliability on the test split ({CALIBRATION_BINS} bins)")
     top.legend(loc="upper left")
     width = 1 / CALIBRATION_BINS
     bottom.bar([b["bin"][0] for b in bins], [b["rows"] for b in bins], width=width, align="edge")
-    bottom.set_xlabel("predicted positive probability")
+    bottom.set_xlabel("confidence: the probability of the label given")
     bottom.set_ylabel("reviews")
-    bottom.set_xlim(0, 1)
+    bottom.set_xlim(0.5, 1)
+    top.set_ylim(0.45, 1.02)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)

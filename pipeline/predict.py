@@ -32,9 +32,14 @@ log = logging.getLogger(__name__)
 THRESHOLD = 0.5  # a review is positive when its probability is above this
 
 
+def is_positive(probabilities: float | np.ndarray) -> np.ndarray:
+    """True where a probability is above 0.5: the one threshold, which label_of applies too."""
+    return np.asarray(probabilities) > THRESHOLD
+
+
 def label_of(probability: float) -> str:
     """'긍정' above 0.5, else '부정'."""
-    return POSITIVE if probability > THRESHOLD else NEGATIVE
+    return POSITIVE if is_positive(probability) else NEGATIVE
 
 
 def _as_text_list(texts: str | Iterable[str]) -> list[str]:

@@ -21,20 +21,19 @@ def test_metrics_match_a_hand_count():
     assert m["roc_auc"] == pytest.approx(4 / 6)  # 4 of the 6 positive/negative pairs in order
 
 
-def test_calibration_error_is_the_reviews_weighted_gap_between_probability_and_frequency():
-    # bin [0, 1/15): 10 reviews at 0.05, 1 positive (share 0.1); bin [14/15, 1]: 10 at 0.95, 5
-    # positive (share 0.5); bin of 0.5: 4 reviews, 2 positive, calibrated
+def test_calibration_error_is_the_reviews_weighted_gap_between_confidence_and_accuracy():
+    # 10 reviews at 0.05 (label negative, confidence 0.95), 1 of them positive; 10 at 0.95,
+    # half positive: one bin, confidence 0.95, accuracy (9 + 5) / 20. 4 at exactly 0.5: labelled
+    # negative with confidence 0.5, 2 right: calibrated.
     probs = np.array([0.05] * 10 + [0.95] * 10 + [0.5] * 4)
     labels = np.array([1] + [0] * 9 + [1] * 5 + [0] * 5 + [1, 0, 1, 0])
     result = reliability(labels, probs)
-    assert result["ece"] == pytest.approx((10 * 0.05 + 10 * 0.45 + 4 * 0) / 24)
-    assert [b["rows"] for b in result["bins"]] == [10, 4, 10]
-    assert result["bins"][0]["bin"] == [0.0, 1 / 15] and result["bins"][-1]["bin"][1] == 1.0
-    assert [b["positive_share"] for b in result["bins"]] == [0.1, 0.5, 0.5]
+    assert result["ece"] == pytest.approx(20 * abs(0.95 - 0.7) / 24)
+    assert [b["rows"] for b in result["bins"]] == [4, 20]
+    assert result["bins"][0]["bin"] == [7 / 15, 8 / 15] and result["bins"][1]["bin"][1] == 1.0
+    assert [b["accuracy"] for b in result["bins"]] == [0.5, 0.7]
     assert classification_metrics(labels, probs)["ece"] == result["ece"]
-    assert (
-        reliability(np.array([0, 1]), np.array([0.0, 1.0]))["ece"] == 0.0
-    )  # 1.0 is in the top bin
+    assert reliability(np.array([0, 1]), np.array([0.0, 1.0]))["ece"] == 0.0  # sure and right
 
 
 def test_length_buckets_count_every_review_once():

@@ -139,8 +139,8 @@ def test_an_empty_review_scores_the_output_layers_prior():
     """Its one forced step is discarded: the head sees zeros, so the score is sigmoid(bias)."""
     config = Config(**SMALL_CONV_POOLED)
     model = inference_model(config, vocab_size=30)
-    bias = float(model.get_layer("positive").bias.numpy()[0]) + 0.7
-    model.get_layer("positive").bias.assign([bias])
+    bias = float(model.get_layer("logit").bias.numpy()[0]) + 0.7
+    model.get_layer("logit").bias.assign([bias])
     out = model(np.zeros((3, 6), dtype="int32")).numpy().ravel()
     np.testing.assert_allclose(out, 1 / (1 + np.exp(-bias)), atol=1e-6)
 

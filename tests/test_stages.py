@@ -107,8 +107,8 @@ def _another_value(value):
         return value + 1
     if isinstance(value, str):
         return value + "x"
-    if isinstance(value, tuple):
-        return (*value, 1)
+    if isinstance(value, tuple):  # one more of its kind (a path, when it lists none yet)
+        return (*value, value[0] if value else "x.txt")
     if value is None:
         return 7
     raise AssertionError(f"no other value for {value!r}")
@@ -369,7 +369,7 @@ def test_a_missing_input_names_the_stage_or_the_source_to_fix(tmp_path, early):
 def test_an_unknown_stage_lists_the_real_ones():
     with pytest.raises(
         PipelineError,
-        match="^unknown stage 'fly'; stages are download, prepare, tokenize, baseline, train, eval",
+        match="^unknown stage 'fly'; stages are download, prepare, tokenize, baseline, pretrain, train, eval",
     ):
         get_stage("fly")
     assert [get_stage(name).name for name in STAGE_NAMES] == list(STAGE_NAMES)

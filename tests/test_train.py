@@ -50,6 +50,7 @@ def test_default_model_is_a_stacked_lstm_over_characters():
         "ZeroEmptyReviews",
         "Dropout",
         "Dense",
+        "Temperature",  # the calibrated sigmoid of the logit
     ]
     names = {layer.name for layer in model.layers}
     training_only = {layer.name for layer in trainable.layers} - names
@@ -75,7 +76,7 @@ def test_the_original_notebook_recipe_is_one_config_away():
     config = load_config(root / "benchmarks" / "configs" / "original_recipe.toml")
     model = build_model(config, vocab_size=100)
     kinds = [type(layer).__name__ for layer in model.layers[1:]]
-    assert kinds == ["Embedding", "LSTM", "LSTM", "Dense"]
+    assert kinds == ["Embedding", "LSTM", "LSTM", "Dense", "Temperature"]
     assert [model.layers[2].units, model.layers[3].units] == [64, 32]
     assert model.get_layer("embedding").output_dim == 16
     assert (config.batch_size, config.epochs, config.mask_padding) == (32, 2, False)
