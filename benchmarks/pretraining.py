@@ -24,7 +24,6 @@ import json
 import shutil
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +93,14 @@ def run(config, names: tuple[str, ...]) -> dict:
 
 
 def parse_settings(items: list[str]) -> dict:
-    return {k: tomllib.loads(f"x = {v}")["x"] for k, v in (item.split("=", 1) for item in items)}
+    """KEY=VALUE pairs; a value is JSON (numbers, true, lists) or else a plain string."""
+    settings = {}
+    for key, value in (item.split("=", 1) for item in items):
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
 
 
 def main() -> None:

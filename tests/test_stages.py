@@ -369,7 +369,8 @@ def test_a_missing_input_names_the_stage_or_the_source_to_fix(tmp_path, early):
 def test_an_unknown_stage_lists_the_real_ones():
     with pytest.raises(
         PipelineError,
-        match="^unknown stage 'fly'; stages are download, prepare, tokenize, baseline, pretrain, train, eval",
+        match="^unknown stage 'fly'; stages are download, prepare, tokenize, baseline, pretrain, "
+        "train, evaluate$",
     ):
         get_stage("fly")
     assert [get_stage(name).name for name in STAGE_NAMES] == list(STAGE_NAMES)
