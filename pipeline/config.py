@@ -125,6 +125,9 @@ class Config:
     batch_size: int = setting(256, "train")
     learning_rate: float = setting(2e-3, "train")
     lr_schedule: str = setting("cosine", "train")  # constant | cosine (to 0 over all epochs)
+    warmup_epochs: float = setting(0.0, "train")  # the rate rises linearly from 0 this long first
+    # the pretrained encoder's learning rate, as a share of learning_rate (1: the same)
+    pretrained_lr_scale: float = setting(1.0, "train")
     label_smoothing: float = setting(0.0, "train")
     patience: int = setting(2, "train")  # epochs without a better validation loss before stopping
     # none | mirrored (local GPUs or CPUs) | multi-worker (TF_CONFIG); the global batch is
@@ -270,6 +273,10 @@ def _validate(config: Config) -> None:
         raise PipelineError("pretraining needs mask_padding = true; or set pretrain = 'none'")
     if not 0 < config.mask_rate < 1:
         raise PipelineError("mask_rate must be between 0 and 1")
+    if config.warmup_epochs < 0 or config.warmup_epochs >= config.epochs:
+        raise PipelineError("warmup_epochs must be at least 0 and fewer than epochs")
+    if config.pretrained_lr_scale <= 0:
+        raise PipelineError("pretrained_lr_scale must be positive")
     if config.pretrain_epochs < 1 or config.pretrain_batch_size < 1:
         raise PipelineError("pretrain_epochs and pretrain_batch_size must be positive")
     if config.token_unit not in ("char", "jamo"):

@@ -70,10 +70,10 @@ def build_model(
         outputs = layers.Concatenate(name="with_branch_answers")(answers)
         loss = WithBranchLosses(config.branch_loss_weight, config.label_smoothing)
     model = keras.Model(inputs, outputs, name="char_rnn")
-    steps = steps_per_epoch and config.epochs * steps_per_epoch
-    model.compile(
-        optimizer=SparseAdam(_learning_rate(config, config.learning_rate, steps)), loss=loss
-    )
+    rate = _learning_rate(config, config.learning_rate, config.epochs, steps_per_epoch)
+    slow = encoder_layers(config) if config.pretrain != "none" else ()
+    optimizer = SparseAdam(rate, slow_layers=slow, slow_scale=config.pretrained_lr_scale)
+    model.compile(optimizer=optimizer, loss=loss)
     return model
 
 
@@ -115,12 +115,27 @@ def encode(config: Config, vocab_size: int, ids, jamo_table=None, sequences: boo
             return_sequences=sequences or depth < len(config.rnn_units),
             dropout=config.dropout,
             recurrent_dropout=config.recurrent_dropout,
-            name=f"{config.cell}_{depth}",
+            name=f"{config.cell}_{depth}",  # the Bidirectional wrapper names both directions
         )
         if config.bidirectional:
-            rnn = layers.Bidirectional(rnn, name=f"bi_{config.cell}_{depth}")
+            rnn = layers.Bidirectional(rnn, name=_rnn_name(config, depth))
         x = rnn(x, mask=steps_mask) if depth == 1 and steps_mask is not None else rnn(x)
     return x, steps_mask
+
+
+def _rnn_name(config: Config, depth: int) -> str:
+    return f"bi_{config.cell}_{depth}" if config.bidirectional else f"{config.cell}_{depth}"
+
+
+def encoder_layers(config: Config) -> tuple[str, ...]:
+    """The names of the encoder's layers that hold weights: what pretraining trains."""
+    names = ["embedding"]
+    if config.jamo_features:
+        names.append("jamo")
+    if config.conv_filters:
+        names.append("char_ngrams")
+    names += [_rnn_name(config, depth) for depth in range(1, len(config.rnn_units) + 1)]
+    return tuple(names)
 
 
 def pool_size(config: Config) -> int:
@@ -156,12 +171,10 @@ def build_pretrainer(
         outputs = PlaceLogits(pool, name="rtd_logits")(steps)
         inputs = ids_in
     model = keras.Model(inputs, outputs, name=f"pretrain_{config.pretrain}")
-    steps = steps_per_epoch and config.pretrain_epochs * steps_per_epoch
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            _learning_rate(config, config.pretrain_learning_rate, steps)
-        )
+    rate = _learning_rate(
+        config, config.pretrain_learning_rate, config.pretrain_epochs, steps_per_epoch
     )
+    model.compile(optimizer=keras.optimizers.Adam(rate))
     return model
 
 
@@ -218,8 +231,14 @@ def _ngram_bag(config: Config, vocab_size: int, ids):
     return MaskedBagMean(config.ngram_dropout, seed=config.seed, name="ngram_bag")([vectors, rows])
 
 
-def _learning_rate(config: Config, rate: float, steps: int | None):
-    """`rate`, decayed to 0 over `steps` by a cosine when the schedule says so."""
-    if config.lr_schedule == "cosine" and steps:
-        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
-    return rate
+def _learning_rate(config: Config, rate: float, epochs: int, steps_per_epoch: int | None):
+    """`rate`, after `warmup_epochs` of linear warmup, decayed to 0 by a cosine over the rest."""
+    if config.lr_schedule != "cosine" or not steps_per_epoch:
+        return rate
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else rate,
+        decay_steps=epochs * steps_per_epoch - warmup,
+        warmup_target=rate if warmup else None,
+        warmup_steps=warmup,
+    )

@@ -1,4 +1,4 @@
-"""Adam that updates only the embedding rows a batch touched."""
+"""Adam that updates only the embedding rows a batch touched, and lets some layers learn slower."""
 
 from __future__ import annotations
 
@@ -14,9 +14,27 @@ class SparseAdam(keras.optimizers.Adam):
     rewrite every row, its two moments and the weights at every step. Here the rows a batch
     did not touch keep their weights and moments as they are (the 'lazy Adam' rule); a touched
     row gets exactly Adam's update. Dense gradients, and every other backend, take plain Adam.
+
+    The weights of `slow_layers` take `slow_scale` times the learning rate: a pretrained
+    encoder fine-tuned more gently than the new layers on top of it (ULMFiT's discriminative
+    learning rates). Scaling the gradient instead would change nothing: Adam's steps do not
+    depend on the gradient's scale.
     """
 
+    def __init__(self, *args, slow_layers=(), slow_scale: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slow_layers, self.slow_scale = tuple(slow_layers), float(slow_scale)
+
+    def _is_slow(self, variable) -> bool:
+        if self.slow_scale == 1 or not self.slow_layers:
+            return False
+        # the backend may hand over its own variable: find the Keras one, which knows its path
+        owner = self._trainable_variables[self._get_variable_index(variable)]
+        return owner.path.split("/")[0] in self.slow_layers
+
     def update_step(self, gradient, variable, learning_rate):
+        if self._is_slow(variable):
+            learning_rate = learning_rate * self.slow_scale
         if keras.backend.backend() != "tensorflow":
             return super().update_step(gradient, variable, learning_rate)
         import tensorflow as tf
@@ -44,3 +62,10 @@ class SparseAdam(keras.optimizers.Adam):
         self.assign(v, tf.IndexedSlices(v_rows, rows))
         change = alpha * m_rows / (ops.sqrt(v_rows) + self.epsilon)
         self.assign_sub(variable, tf.IndexedSlices(change, rows))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "slow_layers": list(self.slow_layers),
+            "slow_scale": self.slow_scale,
+        }

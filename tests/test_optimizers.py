@@ -96,3 +96,20 @@ def test_the_saved_model_carries_no_optimizer_state(tmp_path):
         (tmp_path / "compiled.keras").stat().st_size,
     )
     assert saved < compiled / 2
+
+
+def test_slow_layers_take_their_share_of_the_learning_rate():
+    """Adam's first step moves every weight by the learning rate: slow layers by their share."""
+    slow, fast = keras.layers.Dense(3, name="encoder"), keras.layers.Dense(3, name="head")
+    for layer in (slow, fast):
+        layer.build((None, 4))
+    variables = [slow.kernel, fast.kernel]
+    before = [v.numpy().copy() for v in variables]
+    optimizer = SparseAdam(0.01, slow_layers=("encoder",), slow_scale=0.25)
+    optimizer.build(variables)
+    grads = [tf.constant(np.random.default_rng(0).normal(size=(4, 3)), tf.float32)] * 2
+    optimizer.apply(grads, variables)
+    moved = [np.abs(v.numpy() - b) for v, b in zip(variables, before, strict=True)]
+    np.testing.assert_allclose(moved[0], 0.0025, rtol=1e-3)
+    np.testing.assert_allclose(moved[1], 0.01, rtol=1e-3)
+    assert SparseAdam.from_config(optimizer.get_config()).slow_scale == 0.25

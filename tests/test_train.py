@@ -242,3 +242,17 @@ def test_the_saved_model_divides_its_logit_by_the_temperature_and_keeps_every_la
     np.testing.assert_allclose(calibrated, 1 / (1 + np.exp(-logits / 2.5)), atol=1e-6)
     np.testing.assert_array_equal(calibrated > 0.5, logits > 0)
     assert saved.get_layer("positive").temperature == 2.5
+
+
+def test_the_learning_rate_warms_up_then_decays_and_the_pretrained_encoder_learns_slower():
+    config = Config(**BRANCHED, epochs=3, warmup_epochs=1, pretrain="mlm", pretrained_lr_scale=0.5)
+    optimizer = build_model(config, vocab_size=30, steps_per_epoch=10).optimizer
+    schedule = optimizer._learning_rate  # the schedule itself, not its current value
+    rates = [float(schedule(step)) for step in (0, 5, 10, 20, 30)]
+    assert rates[0] == 0 and rates[1] == pytest.approx(config.learning_rate / 2)
+    assert rates[2] == pytest.approx(config.learning_rate) and rates[2] > rates[3] > rates[4]
+    assert rates[4] == pytest.approx(0, abs=1e-9)
+    assert optimizer.slow_layers == ("embedding", "char_ngrams", "bi_lstm_1")
+    assert optimizer.slow_scale == 0.5
+    scratch = build_model(config.replace(pretrain="none"), vocab_size=30).optimizer
+    assert scratch.slow_layers == ()  # nothing pretrained: nothing to spare
