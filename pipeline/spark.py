@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import pandas as pd  # a dependency anyway; the UDF's type hints must resolve at run time
 
 from pipeline.errors import PipelineError
-from pipeline.predict import DEFAULT_ARTIFACTS, Predictor, label_of
+from pipeline.predict import DEFAULT_ARTIFACTS, Predictor, artifact_stamps, label_of
 from pipeline.score import ADDED
 from pipeline.tables import codec_of, format_from_name
 
@@ -189,20 +189,23 @@ def _scores_udf(folder: str, counter: Accumulator | None):
     return scores
 
 
-# Per Python worker process (Spark reuses them across tasks): artifacts folder -> Predictor.
-_PREDICTORS: dict[str, Predictor] = {}
+# Per Python worker process (Spark reuses them across tasks and jobs): artifacts folder ->
+# (the model files' modification times, the Predictor loaded from them).
+_PREDICTORS: dict[str, tuple[tuple[int, int], Predictor]] = {}
 
 
 def worker_predictor(folder: str) -> Predictor:
-    """This worker's Predictor of `folder`, loaded on its first task and reused after."""
-    predictor = _PREDICTORS.get(folder)
-    if predictor is None:
+    """This worker's Predictor of `folder`: loaded by its first task, reloaded if a file changes."""
+    path = _worker_artifacts(folder)
+    stamps = artifact_stamps(path)
+    held = _PREDICTORS.get(folder)
+    if held is None or held[0] != stamps:
         from pyspark import TaskContext
 
         context = TaskContext.get()
         _limit_threads(context.cpus() if context else 1)
-        predictor = _PREDICTORS[folder] = Predictor(_worker_artifacts(folder))
-    return predictor
+        held = _PREDICTORS[folder] = (stamps, Predictor(path))
+    return held[1]
 
 
 def score_batches(

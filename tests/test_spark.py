@@ -94,7 +94,9 @@ def test_every_probability_is_predictors_with_rows_and_columns_kept(
     assert hostile[len(reviews) - 1] == pytest.approx(predictor.predict_proba([""])[0], abs=1e-5)
 
 
-def test_each_python_worker_loads_the_model_once_and_reuses_it(spark, trained, sample_path):
+def test_each_python_worker_loads_the_model_once_and_again_only_when_it_changes(
+    spark, trained, sample_path, tmp_path
+):
     from pyspark.sql import functions as F
 
     @F.pandas_udf("string")
@@ -102,25 +104,33 @@ def test_each_python_worker_loads_the_model_once_and_reuses_it(spark, trained, s
         """On a worker (of the pool SQL's Python UDFs run in): its pid and its Predictors."""
         import pipeline.spark
 
-        loaded = {folder: id(p) for folder, p in pipeline.spark._PREDICTORS.items()}
+        loaded = {folder: id(p) for folder, (_, p) in pipeline.spark._PREDICTORS.items()}
         return pd.Series([json.dumps([os.getpid(), loaded])] * len(ids))
 
-    def probe() -> dict:
-        found = spark.range(4).repartition(4).select(held("id")).collect()
-        return {pid: loaded for pid, loaded in (json.loads(row[0]) for row in found)}
-
+    folder = tmp_path / "artifacts"
+    shutil.copytree(trained.artifacts_dir, folder)
     df = spark.createDataFrame([(r,) for r in fixture_reviews(sample_path)], "review string")
     df = df.repartition(6)  # six tasks on two cores: each worker runs several
-    score(df, artifacts_dir=trained.artifacts_dir).collect()
-    first = probe()
-    score(df, artifacts_dir=trained.artifacts_dir).collect()
-    second = probe()
 
-    folder = str(trained.artifacts_dir.resolve())
-    assert any(folder in loaded for loaded in first.values())  # the workers keep what they load
-    assert all(set(loaded) <= {folder} for loaded in second.values())
-    for pid in first.keys() & second.keys():
+    def score_then_look() -> dict:
+        score(df, artifacts_dir=folder).collect()
+        found = spark.range(4).repartition(4).select(held("id")).collect()
+        return {
+            pid: loaded.get(str(folder)) for pid, loaded in map(json.loads, (r[0] for r in found))
+        }
+
+    first = score_then_look()
+    second = score_then_look()
+    model = folder / "model.keras"
+    os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 10**9))  # retrained
+    third = score_then_look()
+
+    assert any(first.values())  # the workers keep the Predictor they loaded
+    shared = first.keys() & second.keys() & third.keys()
+    assert shared  # the same worker processes served every job
+    for pid in shared:
         assert second[pid] == first[pid]  # the same Predictor, not a reload
+        assert third[pid] != second[pid]  # the new model, loaded once it changed
 
 
 def test_parquet_in_and_out_keeps_types_rows_and_order(spark, trained, predictor, tmp_path):
