@@ -44,6 +44,19 @@ def peak_rss_mib(pid: int) -> float | None:
         return None
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of all of a process's threads so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
 def processes() -> dict[int, int]:
     """Every process's parent, from /proc."""
     parent = {}
@@ -96,6 +109,7 @@ def run(command: list[str]) -> dict:
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     peaks: dict[int, tuple[str, float]] = {}
+    cpu: dict[int, float] = {}
     done = threading.Event()
 
     def sample() -> None:
@@ -104,6 +118,7 @@ def run(command: list[str]) -> dict:
                 rss = peak_rss_mib(pid)  # VmHWM only grows (an exec starts it afresh)
                 if rss is not None:
                     peaks[pid] = (name, rss)
+                    cpu[pid] = cpu_seconds(pid) or cpu.get(pid, 0.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -116,7 +131,16 @@ def run(command: list[str]) -> dict:
     by_role: dict[str, list[int]] = {}
     for name, rss in peaks.values():
         by_role.setdefault(name, []).append(round(rss))
-    return {"seconds": round(seconds, 1), "peak_rss_mib": by_role}
+    # CPU time does not depend on what else the machine runs (a process that ended between two
+    # samples misses at most its last 0.2 s)
+    return {
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(sum(cpu.values()), 1),
+        "peak_rss_mib": by_role,
+    }
+
+
+RUNS = ("in-process", "spark csv", "spark parquet")
 
 
 def main() -> None:
@@ -125,6 +149,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=10_000, help="rows of the start-up runs")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument(
+        "--runs", nargs="+", default=list(RUNS), choices=RUNS, help="which to run (default: all)"
+    )
     args = parser.parse_args()
 
     import pandas as pd
@@ -166,28 +193,38 @@ def main() -> None:
                 "spark parquet": [*spark, "--input", str(parquet_path), "--column", "review",
                                   "--output", str(tmp / f"spark_{rows}.parquet")],
             }  # fmt: skip
-            for name, command in runs.items():
+            for name in args.runs:
+                command = runs[name]
                 r = run(command)
                 results[f"{name} {rows}"] = r
                 print(
                     f"{name:<13} {rows:>9,} rows: {r['seconds']:7.1f} s, "
-                    f"{rows / r['seconds']:7,.0f} rows/s; peak RSS MiB {r['peak_rss_mib']}",
+                    f"{rows / r['seconds']:7,.0f} rows/s, {r['cpu_seconds']:7.1f} CPU s; "
+                    f"peak RSS MiB {r['peak_rss_mib']}",
                     flush=True,
                 )
-    for name in ("in-process", "spark csv", "spark parquet"):
+    for name in args.runs:
         small, large = results[f"{name} {args.small}"], results[f"{name} {args.rows}"]
         rate = (args.rows - args.small) / (large["seconds"] - small["seconds"])
+        per_cpu = (args.rows - args.small) / (large["cpu_seconds"] - small["cpu_seconds"])
         results[f"{name} rate past start-up"] = round(rate)
-        print(f"{name:<13} past start-up: {rate:7,.0f} rows/s (start-up and the first "
-              f"{args.small:,} rows: {small['seconds']:.1f} s)")  # fmt: skip
+        results[f"{name} rows per CPU second past start-up"] = round(per_cpu)
+        print(f"{name:<13} past start-up: {rate:7,.0f} rows/s, {per_cpu:7,.0f} rows per CPU s "
+              f"(start-up and the first {args.small:,} rows: {small['seconds']:.1f} s, "
+              f"{small['cpu_seconds']:.1f} CPU s)")  # fmt: skip
     base = results["in-process rate past start-up"]
-    for name in ("spark csv", "spark parquet"):
+    for name in [run for run in args.runs if run != "in-process"]:
         wall = (
             results[f"in-process {args.rows}"]["seconds"]
             / results[f"{name} {args.rows}"]["seconds"]
         )
+        cpu = (
+            results[f"{name} rows per CPU second past start-up"]
+            / results["in-process rows per CPU second past start-up"]
+        )
         print(f"{name} against in-process: {wall:.0%} of its rate end to end, "
-              f"{results[f'{name} rate past start-up'] / base:.0%} past start-up")  # fmt: skip
+              f"{results[f'{name} rate past start-up'] / base:.0%} past start-up, "
+              f"{cpu:.0%} of its rows per CPU second past start-up")  # fmt: skip
     results["load_average_at_end"] = os.getloadavg()
     print(json.dumps(results))
 

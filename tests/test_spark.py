@@ -241,16 +241,16 @@ def test_missing_column_names_the_columns_there_are(spark, trained):
 
 
 @pytest.mark.parametrize("taken", ["label", "positive_probability", "Label"])
-def test_a_column_where_the_scores_go_is_refused(spark, trained, taken):
+def test_a_column_where_the_scores_go_is_refused(spark, taken):
     df = spark.createDataFrame([(1, "좋아요")], f"{taken} int, review string")
     with pytest.raises(PipelineError, match=f"already has a column named '{taken}'"):
-        score(df, artifacts_dir=trained.artifacts_dir)
+        score(df)
 
 
-def test_a_column_that_is_not_text_is_refused(spark, trained):
+def test_a_column_that_is_not_text_is_refused(spark):
     df = spark.createDataFrame([(1, 5)], "id int, review int")
     with pytest.raises(PipelineError, match="holds int, not text; cast it to string"):
-        score(df, artifacts_dir=trained.artifacts_dir)
+        score(df)
 
 
 def test_a_bad_row_late_in_the_file_leaves_the_previous_output_as_it_was(spark, trained, tmp_path):
