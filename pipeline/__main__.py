@@ -97,20 +97,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", parents=[common], help="label reviews")
     predict.add_argument("reviews", nargs="*", help="reviews to label")
+    # strings, not Paths: with --engine spark they may be URIs (Path turns s3:// into s3:/)
     predict.add_argument(
-        "--input", type=Path, help="a CSV, TSV or JSONL file (with --column), or one review a line"
+        "--input", help="a CSV, TSV or JSONL file (with --column), or one review a line"
     )
-    predict.add_argument(
-        "--output", type=Path, help="where to write it with label and probability added"
-    )
+    predict.add_argument("--output", help="where to write it with label and probability added")
     predict.add_argument("--column", help="the review column of a CSV, TSV or JSONL --input")
     predict.add_argument(
         "--format",
-        choices=["csv", "tsv", "jsonl", "lines"],
-        help="the --input's format when its name does not say (.csv .tsv .jsonl .txt)",
+        choices=["csv", "tsv", "jsonl", "lines", "parquet"],
+        help="the --input's format when its name does not say (.csv .tsv .jsonl .txt; "
+        ".parquet with --engine spark)",
     )
     predict.add_argument(
         "--encoding", default="utf-8", help="the --input's encoding (default utf-8), e.g. cp949"
+    )
+    predict.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local: this process, streaming (default); spark: a Spark job writing Spark's "
+        "partitioned output folder",
+    )
+    predict.add_argument(
+        "--master", help="Spark master with --engine spark (default local[*], or spark-submit's)"
     )
 
     export = commands.add_parser(
@@ -174,6 +184,10 @@ def cmd_predict(args, config) -> None:
 
     if bool(args.reviews) == bool(args.input):
         raise PipelineError("give reviews as arguments or one --input file, not both or neither")
+    if args.engine == "spark":
+        return cmd_predict_spark(args, config)
+    if args.format == "parquet" or args.master:
+        raise PipelineError("--format parquet and --master are for --engine spark; add it")
     if args.reviews:
         results = Predictor(config.artifacts_dir).predict_stream(args.reviews)
         for review, (label, prob) in zip(args.reviews, results, strict=True):
@@ -181,8 +195,8 @@ def cmd_predict(args, config) -> None:
         return
     counts = score_file(
         lambda: Predictor(config.artifacts_dir),  # loaded once the file has passed its checks
-        args.input,
-        args.output,
+        Path(args.input),
+        Path(args.output) if args.output is not None else None,
         column=args.column,
         fmt=args.format,
         encoding=args.encoding,
@@ -192,6 +206,25 @@ def cmd_predict(args, config) -> None:
         empty = counts["empty"]
         note = f" ({empty:,} empty, given the empty review's score)" if empty else ""
         print(f"{counts['rows']:,} reviews scored{note}; written to {args.output}")
+
+
+def cmd_predict_spark(args, config) -> None:
+    from pipeline.spark import score_path, spark_session
+
+    if args.reviews or args.output is None:
+        raise PipelineError("--engine spark scores one --input table into an --output folder")
+    spark = spark_session(args.master, quiet=args.quiet)
+    counts = score_path(
+        spark,
+        args.input,
+        args.output,
+        column=args.column or "review",
+        fmt=args.format,
+        artifacts_dir=config.artifacts_dir,
+        encoding=args.encoding,
+    )
+    if not args.quiet:
+        print(f"{counts['rows']:,} reviews scored on Spark; written to {args.output}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ SLOW_MODULES = {
     "test_end_to_end.py",
     "test_layers.py",
     "test_robustness.py",
+    "test_spark.py",
     "test_train.py",
 }
 
