@@ -108,8 +108,10 @@ class Config:
     # pretrain: self-supervised training of the encoder (embeddings, convolution, RNN) on the
     # training split's texts and any `unlabeled` files, before `train` fine-tunes it
     # mlm: masked-character prediction (BERT-style) | rtd: replaced-character detection
-    # (ELECTRA-style, with characters drawn from the training split's frequencies) | none
-    pretrain: str = setting("mlm", *ENCODER)
+    # (ELECTRA-style, with characters drawn from the training split's frequencies) | none.
+    # none by measurement: neither objective beat training from scratch on validation
+    # (benchmarks/RESULTS.md, "Pretraining")
+    pretrain: str = setting("none", *ENCODER)
     # files of unlabeled reviews: one a line, or a CSV/TSV/JSONL column (unlabeled_column), read
     # like `predict --input`; reviews also in validation or test are left out
     unlabeled: tuple[str, ...] = setting((), "pretrain")

@@ -184,7 +184,13 @@ def load_pretrained(model: keras.Model, pretrained: keras.Model) -> list[str]:
     copied = []
     for layer in model.layers:
         if layer.name in theirs and layer.weights:
-            layer.set_weights(theirs[layer.name].get_weights())
+            weights = theirs[layer.name].get_weights()
+            if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
+                raise PipelineError(
+                    f"the pretrained encoder's {layer.name} layer has other sizes than this "
+                    "model's (its settings changed since); rerun `python -m pipeline pretrain`"
+                )
+            layer.set_weights(weights)
             copied.append(layer.name)
     if "embedding" not in copied:
         raise PipelineError(
