@@ -89,6 +89,8 @@ def run(config, names: tuple[str, ...]) -> dict:
             result = record["result"]
             row["best_epoch"] = result["best_epoch"]
             row["temperature"] = result["temperature"]
+    if "train" not in names:
+        return row
     return {**row, **validation_scores(config)}
 
 
@@ -113,6 +115,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=["none", "mlm", "mlm+unlabeled"])
     parser.add_argument("--fractions", nargs="*", type=float, default=[])
     parser.add_argument("--curve-variant", default="mlm", help="the pretrained arm of the curve")
+    parser.add_argument(
+        "--pretrain-only",
+        action="store_true",
+        help="pretrain the variants without fine-tuning them on all labels (for --fractions)",
+    )
     args = parser.parse_args()
 
     settings = parse_settings(args.set)
@@ -127,6 +134,10 @@ def main() -> None:
             unlabeled=unlabeled,
         )
         names = ("train",) if objective == "none" else ("pretrain", "train")
+        if args.pretrain_only:
+            names = names[:-1]
+            if not names:
+                continue
         row = {"variant": variant, "labels": 1.0, "settings": settings, **run(config, names)}
         print(json.dumps(row), flush=True)
         encoders[variant] = config.artifacts_dir
