@@ -36,7 +36,7 @@ from pipeline.cleaning import clean_text
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.files import sha256_file
-from pipeline.predict import Predictor, artifact_stamps, get_predictor, label_of
+from pipeline.predict import Predictor, artifact_stamps, label_of
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,9 @@ class Scorer:
     """One thread scores every request: whatever is queued is gathered into one model batch.
 
     The model is reloaded when model.keras or tokenizer.json changes: the new one is loaded in
-    the background while the old one keeps answering, then swapped in between two batches. A
-    model that fails to load is logged and the previous one kept.
+    the background while the old one keeps answering, then swapped in between two batches, and
+    the old one is let go (the scorer holds exactly one). A model that fails to load is logged
+    and the previous one kept.
     """
 
     def __init__(self, artifacts_dir: Path, max_batch: int, wait_ms: float) -> None:
@@ -114,7 +115,8 @@ class Scorer:
         self._thread.start()
 
     def _load(self) -> tuple[Predictor, str]:
-        predictor = get_predictor(self.artifacts_dir, jit_compile=True)
+        # Its own predictor, not get_predictor's: this one is dropped when the next is swapped in.
+        predictor = Predictor(self.artifacts_dir, jit_compile=True)
         return predictor, sha256_file(self.artifacts_dir / "model.keras")
 
     def submit(self, texts: list[str]) -> concurrent.futures.Future:

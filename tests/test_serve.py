@@ -343,6 +343,36 @@ def test_a_broken_model_file_keeps_the_previous_model_serving(trained, tmp_path)
         np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
+def test_swapped_out_models_are_let_go(tmp_path):
+    """Each swap frees the old predictor: a service swapping models must not grow."""
+    import gc
+    import weakref
+
+    from pipeline.serve import Scorer
+    from pipeline.tokenizer import CharTokenizer
+    from tests.known_model import save_known_model
+
+    CharTokenizer(maxlen=8).fit(["좋아요 별로"]).save(tmp_path / "tokenizer.json")
+    save_known_model(tmp_path, {"좋": 4.0, "별": -4.0})
+    scorer = Scorer(tmp_path, max_batch=64, wait_ms=0)
+    try:
+        olds = []
+        for swap in range(3):
+            old = scorer.predictor
+            olds.append(weakref.ref(old))
+            save_known_model(tmp_path, {"좋": 4.0 + swap, "별": -4.0})  # a new model.keras
+            deadline = time.monotonic() + 60
+            while scorer.predictor is old and time.monotonic() < deadline:
+                scorer.submit(["좋아요"]).result(timeout=60)  # a batch notices the change
+                time.sleep(0.02)
+            assert scorer.predictor is not old, "the new model was never loaded"
+            del old
+        gc.collect()
+        assert [ref() for ref in olds] == [None, None, None]
+    finally:
+        scorer.close()
+
+
 # -- the command line --------------------------------------------------------------------------
 def free_port():
     with socket.socket() as sock:
