@@ -37,6 +37,7 @@ from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.files import sha256_file
 from pipeline.predict import Predictor, artifact_stamps, label_of
+from pipeline.tokenizer import CharTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -200,26 +201,26 @@ def _now() -> str:
 
 
 # -- explanations by occlusion -----------------------------------------------------------------
-def occlusion_variants(predictor: Predictor, review: str) -> tuple[str, list[str], bool]:
+def occlusion_variants(tokenizer: CharTokenizer, review: str) -> tuple[str, list[str], bool]:
     """(characters the model reads, the review without each one in turn, whether it was cut).
 
-    The review is cleaned by the one cleaning function, then cut to the side the tokenizer
-    keeps (maxlen characters); each variant keeps up to maxlen more characters beyond that, so a
-    removed character lets the next one slide into view as it would in the full review.
+    The review is cleaned by the one cleaning function, then cut where the tokenizer cuts it
+    (maxlen ids, which with unit="jamo" is fewer characters); each variant keeps up to maxlen
+    more characters beyond that, so a removed character lets the next one slide into view as it
+    would in the full review.
     """
     cleaned = clean_text(review)
-    n, keep_end = predictor.tokenizer.maxlen, predictor.tokenizer.truncating == "pre"
-    shown = cleaned[-n:] if keep_end else cleaned[:n]
-    context = cleaned[-2 * n :] if keep_end else cleaned[: 2 * n]
-    offset = len(context) - len(shown) if keep_end else 0
-    variants = [context[: offset + i] + context[offset + i + 1 :] for i in range(len(shown))]
-    return shown, variants, len(cleaned) > len(shown)
+    start, end = tokenizer.kept_span(cleaned)
+    n = tokenizer.maxlen
+    context = max(start - n, 0)  # what may slide in, on the side the tokenizer cuts
+    variants = [cleaned[context:i] + cleaned[i + 1 : end + n] for i in range(start, end)]
+    return cleaned[start:end], variants, end - start < len(cleaned)
 
 
 async def explain(scorer: Scorer, reviews: list[str]) -> list[dict[str, Any]]:
     """Each review's probability and its characters' occlusion effects, all in one batch."""
     predictor = scorer.predictor
-    parts = [occlusion_variants(predictor, review) for review in reviews]
+    parts = [occlusion_variants(predictor.tokenizer, review) for review in reviews]
     pairs = zip(reviews, parts, strict=True)
     texts = [t for review, (_, variants, _) in pairs for t in (review, *variants)]
     probs = await scorer.score(texts)

@@ -186,6 +186,28 @@ def test_explain_covers_the_characters_the_model_reads_of_a_long_review(base, pr
     )
 
 
+@pytest.mark.parametrize("unit", ["char", "jamo"])
+@pytest.mark.parametrize("side", ["pre", "post"])
+def test_occlusion_shows_exactly_the_characters_the_tokenizer_keeps(unit, side):
+    """maxlen counts ids: with jamo, a syllable is 3 of them, so fewer characters are in view."""
+    from pipeline.serve import occlusion_variants
+    from pipeline.tokenizer import CharTokenizer
+
+    review = "배송 빠르고 좋아요 정말 좋아요"
+    tokenizer = CharTokenizer(maxlen=7, unit=unit, padding=side, truncating=side).fit([review])
+    shown, variants, truncated = occlusion_variants(tokenizer, review)
+    full = tokenizer.encode([review])[0]
+    assert truncated and 0 < len(shown) < len(review)
+    assert review.endswith(shown) if side == "pre" else review.startswith(shown)
+    # Each shown character is in view: removing it changes what the model reads...
+    for variant in variants:
+        assert (tokenizer.encode([variant])[0] != full).any()
+    # ...and the next character out of view is not: removing it changes nothing.
+    out = len(review) - len(shown) - 1 if side == "pre" else len(shown)
+    unseen = review[:out] + review[out + 1 :]
+    np.testing.assert_array_equal(tokenizer.encode([unseen])[0], full)
+
+
 # -- /health, /info, the page, the docs --------------------------------------------------------
 def test_health_and_info_describe_the_served_model(base, trained, predictor):
     health = requests.get(f"{base}/health", timeout=10).json()
