@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from pipeline.cleaning import KEPT_RANGES
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_dir, sha256_file, write_json_atomic
@@ -22,9 +23,6 @@ from pipeline.tokenizer import OOV_INDEX, CharTokenizer
 
 SIGNATURE, INPUT, OUTPUT = "serving_default", "reviews", "positive_probability"
 
-# What cleaning keeps besides whitespace (pipeline/cleaning.py): digits, Hangul compatibility
-# jamo ㄱ-ㅎ and ㅏ-ㅣ (one run of code points) and the syllables 가-힣.
-KEPT_RANGES = ((0x30, 0x39), (0x3131, 0x3163), (0xAC00, 0xD7A3))
 # Every code point Python's str.isspace() accepts, which is what `re`'s \s and str.split() use;
 # RE2's \s is ASCII only, hence code points rather than a regex. A test derives it from Python.
 WHITESPACE = (
@@ -96,16 +94,6 @@ def decompose_hangul(codes: tf.Tensor, rows: tf.Tensor) -> tuple[tf.Tensor, tf.T
     return tf.boolean_mask(parts, present), tf.boolean_mask(rows, present)
 
 
-def lookup_table(tokenizer: CharTokenizer) -> np.ndarray:
-    """Code point -> index, OOV for characters not indexed or at or past num_words."""
-    singles = {ord(ch): i for ch, i in tokenizer.word_index_.items() if len(ch) == 1}
-    table = np.full(max(singles, default=0) + 1, OOV_INDEX, dtype=np.int32)
-    table[list(singles)] = list(singles.values())
-    if tokenizer.num_words:
-        table[table >= tokenizer.num_words] = OOV_INDEX
-    return table
-
-
 def pad_rows(
     ids: tf.Tensor, rows: tf.Tensor, batch: tf.Tensor, tokenizer: CharTokenizer
 ) -> tf.Tensor:
@@ -129,7 +117,7 @@ def encode_reviews(reviews: tf.Tensor, tokenizer: CharTokenizer) -> tf.Tensor:
     codes, rows = clean_codes(reviews)
     if tokenizer.unit == "jamo":
         codes, rows = decompose_hangul(codes, rows)
-    table = tf.constant(lookup_table(tokenizer))
+    table = tf.constant(tokenizer.lookup_table())
     size = int(table.shape[0])
     ids = tf.where(codes < size, tf.gather(table, tf.minimum(codes, size - 1)), OOV_INDEX)
     return pad_rows(ids, rows, tf.shape(reviews, out_type=tf.int64)[0], tokenizer)

@@ -340,13 +340,6 @@ _COMPILER = _Compiler()
 atexit.register(_COMPILER.close)
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_predictor(
-    artifacts_dir: Path, model_stamp: int, tokenizer_stamp: int, jit_compile: bool = False
-) -> Predictor:
-    return Predictor(artifacts_dir, jit_compile=jit_compile)
-
-
 def _stamp(path: Path) -> int:
     try:
         return os.stat(path).st_mtime_ns
@@ -360,12 +353,26 @@ def artifact_stamps(artifacts_dir: str | Path) -> tuple[int, int]:
     return _stamp(folder / "model.keras"), _stamp(folder / "tokenizer.json")
 
 
+# One predictor per artifacts folder: a changed file replaces it, so an old model (and its
+# compiled graphs) is never kept alive beside the new one.
+_PREDICTORS: dict[Path, tuple[tuple[int, int, bool], Predictor]] = {}
+_PREDICTORS_LOCK = threading.Lock()
+
+
 def get_predictor(
     artifacts_dir: str | Path = DEFAULT_ARTIFACTS, jit_compile: bool = False
 ) -> Predictor:
-    """A predictor per artifacts folder, loaded once and reloaded only when a file changes."""
+    """The folder's predictor, loaded once and reloaded only when a file changes."""
     folder = Path(artifacts_dir).resolve()
-    return _cached_predictor(folder, *artifact_stamps(folder), jit_compile)
+    key = (*artifact_stamps(folder), jit_compile)
+    with _PREDICTORS_LOCK:
+        cached = _PREDICTORS.get(folder)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        _PREDICTORS.pop(folder, None)  # let go of the old one before loading the new
+        predictor = Predictor(folder, jit_compile=jit_compile)
+        _PREDICTORS[folder] = (key, predictor)
+        return predictor
 
 
 def sentiment_predict(

@@ -36,7 +36,8 @@ from pipeline.cleaning import clean_text
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.files import sha256_file
-from pipeline.predict import Predictor, artifact_stamps, get_predictor, label_of
+from pipeline.predict import Predictor, artifact_stamps, label_of
+from pipeline.tokenizer import CharTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,9 @@ class Scorer:
     """One thread scores every request: whatever is queued is gathered into one model batch.
 
     The model is reloaded when model.keras or tokenizer.json changes: the new one is loaded in
-    the background while the old one keeps answering, then swapped in between two batches. A
-    model that fails to load is logged and the previous one kept.
+    the background while the old one keeps answering, then swapped in between two batches, and
+    the old one is let go (the scorer holds exactly one). A model that fails to load is logged
+    and the previous one kept.
     """
 
     def __init__(self, artifacts_dir: Path, max_batch: int, wait_ms: float) -> None:
@@ -114,7 +116,8 @@ class Scorer:
         self._thread.start()
 
     def _load(self) -> tuple[Predictor, str]:
-        predictor = get_predictor(self.artifacts_dir, jit_compile=True)
+        # Its own predictor, not get_predictor's: this one is dropped when the next is swapped in.
+        predictor = Predictor(self.artifacts_dir, jit_compile=True)
         return predictor, sha256_file(self.artifacts_dir / "model.keras")
 
     def submit(self, texts: list[str]) -> concurrent.futures.Future:
@@ -198,26 +201,26 @@ def _now() -> str:
 
 
 # -- explanations by occlusion -----------------------------------------------------------------
-def occlusion_variants(predictor: Predictor, review: str) -> tuple[str, list[str], bool]:
+def occlusion_variants(tokenizer: CharTokenizer, review: str) -> tuple[str, list[str], bool]:
     """(characters the model reads, the review without each one in turn, whether it was cut).
 
-    The review is cleaned by the one cleaning function, then cut to the side the tokenizer
-    keeps (maxlen characters); each variant keeps up to maxlen more characters beyond that, so a
-    removed character lets the next one slide into view as it would in the full review.
+    The review is cleaned by the one cleaning function, then cut where the tokenizer cuts it
+    (maxlen ids, which with unit="jamo" is fewer characters); each variant keeps up to maxlen
+    more characters beyond that, so a removed character lets the next one slide into view as it
+    would in the full review.
     """
     cleaned = clean_text(review)
-    n, keep_end = predictor.tokenizer.maxlen, predictor.tokenizer.truncating == "pre"
-    shown = cleaned[-n:] if keep_end else cleaned[:n]
-    context = cleaned[-2 * n :] if keep_end else cleaned[: 2 * n]
-    offset = len(context) - len(shown) if keep_end else 0
-    variants = [context[: offset + i] + context[offset + i + 1 :] for i in range(len(shown))]
-    return shown, variants, len(cleaned) > len(shown)
+    start, end = tokenizer.kept_span(cleaned)
+    n = tokenizer.maxlen
+    context = max(start - n, 0)  # what may slide in, on the side the tokenizer cuts
+    variants = [cleaned[context:i] + cleaned[i + 1 : end + n] for i in range(start, end)]
+    return cleaned[start:end], variants, end - start < len(cleaned)
 
 
 async def explain(scorer: Scorer, reviews: list[str]) -> list[dict[str, Any]]:
     """Each review's probability and its characters' occlusion effects, all in one batch."""
     predictor = scorer.predictor
-    parts = [occlusion_variants(predictor, review) for review in reviews]
+    parts = [occlusion_variants(predictor.tokenizer, review) for review in reviews]
     pairs = zip(reviews, parts, strict=True)
     texts = [t for review, (_, variants, _) in pairs for t in (review, *variants)]
     probs = await scorer.score(texts)

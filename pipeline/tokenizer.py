@@ -97,31 +97,34 @@ class CharTokenizer:
         """Encode, truncate and pad to (n, maxlen), as texts_to_sequences + pad_sequences do."""
         self._check_fitted()
         codes, lengths = _code_points(self._normalize(texts))
-        ids = self._lookup(codes)
-
         kept = np.minimum(lengths, self.maxlen)
-        starts = np.cumsum(lengths) - lengths
+        starts = np.cumsum(lengths) - lengths  # each text's first code in `codes`
         if self.truncating == "pre":  # keep the end of an over-long text
-            starts = starts + lengths - kept
+            starts += lengths - kept
         first_col = self.maxlen - kept if self.padding == "pre" else np.zeros_like(kept)
-
-        # Every kept code moves by its text's shift: from its place in `codes` to its cell in the
-        # flat output. Cutting the few over-long texts is a mask over `codes`.
-        if (lengths > kept).any():
-            edges = np.zeros(len(codes) + 1, dtype=np.int32)
-            cut = np.flatnonzero(lengths > kept)
-            text_starts = np.cumsum(lengths) - lengths
-            np.add.at(edges, text_starts[cut], 1)
-            np.add.at(edges, starts[cut], -1)
-            np.add.at(edges, starts[cut] + kept[cut], 1)
-            np.add.at(edges, text_starts[cut] + lengths[cut], -1)
-            source = np.flatnonzero(np.cumsum(edges[:-1]) == 0)
-        else:
-            source = np.arange(len(codes))
-        shift = np.arange(len(texts)) * self.maxlen + first_col - starts
+        # The kept codes, text after text: each text's run starts at its start in `codes` and
+        # lands at its first cell in the flat output; only those codes are looked up.
+        total = int(kept.sum())
+        run = np.arange(total) - np.repeat(np.cumsum(kept) - kept, kept)  # place within its text
+        source = np.repeat(starts, kept) + run
+        target = np.repeat(np.arange(len(texts)) * self.maxlen + first_col, kept) + run
         out = np.zeros(len(texts) * self.maxlen, dtype=np.int32)
-        out[source + np.repeat(shift, kept)] = ids[source]
+        out[target] = self._lookup(codes[source])
         return out.reshape(len(texts), self.maxlen)
+
+    def kept_span(self, text: str) -> tuple[int, int]:
+        """(start, end) of the characters of a cleaned text that encode keeps, any part of.
+
+        maxlen counts ids, not characters: a syllable is three jamo ids with unit="jamo".
+        """
+        order = range(len(text) - 1, -1, -1) if self.truncating == "pre" else range(len(text))
+        ids = count = 0
+        for i in order:
+            if ids >= self.maxlen:
+                break
+            ids += len(self._normalize([text[i]])[0])
+            count += 1
+        return (len(text) - count, len(text)) if self.truncating == "pre" else (0, count)
 
     def jamo_table(self) -> tuple[np.ndarray, int]:
         """(vocab_size, 3) jamo ids of each index's character (0 = none), and the jamo count.
@@ -149,14 +152,21 @@ class CharTokenizer:
             texts = [unicodedata.normalize("NFD", t) for t in texts]
         return texts
 
-    def _build_lookup(self) -> None:
-        """A dense table from code point to index: one array read per character when encoding."""
+    def lookup_table(self) -> np.ndarray:
+        """Code point -> index, OOV for characters not indexed or at or past num_words.
+
+        The one table: encode reads it, and the export (pipeline/export.py) embeds it.
+        """
+        self._check_fitted()
         singles = {ord(ch): i for ch, i in self.word_index_.items() if len(ch) == 1}
         table = np.full(max(singles, default=0) + 1, OOV_INDEX, dtype=np.int32)
         table[list(singles)] = list(singles.values())
         if self.num_words:  # the legacy rule: indices at or past num_words become OOV
             table[table >= self.num_words] = OOV_INDEX
-        self._table = table
+        return table
+
+    def _build_lookup(self) -> None:
+        self._table = self.lookup_table()  # one array read per character when encoding
 
     def _lookup(self, codes: np.ndarray) -> np.ndarray:
         inside = codes < len(self._table)

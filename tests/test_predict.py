@@ -309,13 +309,24 @@ def test_streams_are_scored_a_chunk_at_a_time(known):
     assert len(list(stream)) == len(MIXED) - 1
 
 
-def test_predictor_is_reloaded_when_its_model_changes(known, tmp_path):
+def test_predictor_is_reloaded_when_its_model_changes_and_the_old_one_let_go(known, tmp_path):
+    import gc
+    import weakref
+
     folder = tmp_path / "artifacts"
     shutil.copytree(known[0], folder)
     first = get_predictor(folder)
+    old = [weakref.ref(first)]
     model = folder / "model.keras"
-    model.write_bytes(model.read_bytes())  # same bytes, new modification time
-    assert get_predictor(folder) is not first
+    for _ in range(3):
+        model.write_bytes(model.read_bytes())  # same bytes, new modification time
+        latest = get_predictor(folder)
+        assert latest is not first
+        first = latest
+        old.append(weakref.ref(latest))
+    del first, latest
+    gc.collect()
+    assert [ref() is None for ref in old] == [True, True, True, False]  # one per folder
 
 
 def test_a_model_with_code_in_it_is_refused_and_a_broken_one_explained(known, tmp_path):

@@ -186,6 +186,28 @@ def test_explain_covers_the_characters_the_model_reads_of_a_long_review(base, pr
     )
 
 
+@pytest.mark.parametrize("unit", ["char", "jamo"])
+@pytest.mark.parametrize("side", ["pre", "post"])
+def test_occlusion_shows_exactly_the_characters_the_tokenizer_keeps(unit, side):
+    """maxlen counts ids: with jamo, a syllable is 3 of them, so fewer characters are in view."""
+    from pipeline.serve import occlusion_variants
+    from pipeline.tokenizer import CharTokenizer
+
+    review = "배송 빠르고 좋아요 정말 좋아요"
+    tokenizer = CharTokenizer(maxlen=7, unit=unit, padding=side, truncating=side).fit([review])
+    shown, variants, truncated = occlusion_variants(tokenizer, review)
+    full = tokenizer.encode([review])[0]
+    assert truncated and 0 < len(shown) < len(review)
+    assert review.endswith(shown) if side == "pre" else review.startswith(shown)
+    # Each shown character is in view: removing it changes what the model reads...
+    for variant in variants:
+        assert (tokenizer.encode([variant])[0] != full).any()
+    # ...and the next character out of view is not: removing it changes nothing.
+    out = len(review) - len(shown) - 1 if side == "pre" else len(shown)
+    unseen = review[:out] + review[out + 1 :]
+    np.testing.assert_array_equal(tokenizer.encode([unseen])[0], full)
+
+
 # -- /health, /info, the page, the docs --------------------------------------------------------
 def test_health_and_info_describe_the_served_model(base, trained, predictor):
     health = requests.get(f"{base}/health", timeout=10).json()
@@ -341,6 +363,36 @@ def test_a_broken_model_file_keeps_the_previous_model_serving(trained, tmp_path)
         assert "model.keras cannot be loaded" in health["reload_error"]
         probs = scored(post(base, "/predict", {"reviews": ["좋아요"]}))
         np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
+def test_swapped_out_models_are_let_go(tmp_path):
+    """Each swap frees the old predictor: a service swapping models must not grow."""
+    import gc
+    import weakref
+
+    from pipeline.serve import Scorer
+    from pipeline.tokenizer import CharTokenizer
+    from tests.known_model import save_known_model
+
+    CharTokenizer(maxlen=8).fit(["좋아요 별로"]).save(tmp_path / "tokenizer.json")
+    save_known_model(tmp_path, {"좋": 4.0, "별": -4.0})
+    scorer = Scorer(tmp_path, max_batch=64, wait_ms=0)
+    try:
+        olds = []
+        for swap in range(3):
+            old = scorer.predictor
+            olds.append(weakref.ref(old))
+            save_known_model(tmp_path, {"좋": 4.0 + swap, "별": -4.0})  # a new model.keras
+            deadline = time.monotonic() + 60
+            while scorer.predictor is old and time.monotonic() < deadline:
+                scorer.submit(["좋아요"]).result(timeout=60)  # a batch notices the change
+                time.sleep(0.02)
+            assert scorer.predictor is not old, "the new model was never loaded"
+            del old
+        gc.collect()
+        assert [ref() for ref in olds] == [None, None, None]
+    finally:
+        scorer.close()
 
 
 # -- the command line --------------------------------------------------------------------------
