@@ -97,7 +97,7 @@ def lines_source(encoding: str = "utf-8", newline: str = "\n"):
         text = "".join(
             f"{_spell(r, TEXT_RATINGS, i)}\t{review}{newline}" for i, (r, review) in enumerate(rows)
         )
-        return text.encode(encoding) if encoding == "utf-8" else cp949_text(text).encode(encoding)
+        return text.encode(encoding) if "utf-8" in encoding else cp949_text(text).encode(encoding)
 
     return write
 
@@ -158,6 +158,8 @@ def table(fmt, header, labels=False, encoding="utf-8", newline="\n", **settings)
 
 SOURCES = [
     Source("lines", "reviews.txt", lines_source()),
+    # Notepad's "UTF-8 with BOM"
+    Source("lines-bom", "reviews.txt", lines_source("utf-8-sig")),
     Source("lines-cp949-crlf", "reviews.txt", lines_source("cp949", "\r\n"), {"encoding": "cp949"}),
     Source("csv-rating", "reviews.csv", **table("csv", ["id", "review", "stars"])),
     # Excel's "CSV UTF-8": a BOM before the header, CRLF line ends
@@ -544,7 +546,7 @@ def test_each_source_is_written_the_way_its_users_write_it(source, real_lines):
     if encoding == "cp949":
         with pytest.raises(UnicodeDecodeError):
             data.decode("utf-8")  # a UTF-8 reading would be refused: --encoding is needed
-    assert text.startswith("\ufeff") == ("excel-utf8" in source.id)
+    assert text.startswith("\ufeff") == ("excel-utf8" in source.id or "bom" in source.id)
     assert ("\r\n" in text) == ("crlf" in source.id or "excel" in source.id or "cp949" in source.id)
     if source.id.startswith("lines"):
         assert " 5 \t" in text and "\n4.5\t" in text
