@@ -3,6 +3,8 @@
 import csv
 import json
 
+import pytest
+
 from pipeline.cleaning import clean_text
 from pipeline.prepare import SPLITS, label_and_clean, parse_lines, read_split
 from pipeline.stages import STAGE_NAMES, get_stage, run_pipeline, stage_state
@@ -17,6 +19,7 @@ def fixture_rows(sample_path):
     return [line.split("\t", 1) for line in text.splitlines()]
 
 
+@pytest.mark.slow  # runs the CLI in a subprocess, twice (mutmut's fast set leaves it out)
 def test_run_from_a_cp949_csv_is_refused_then_trained_with_its_encoding(sample_path, tmp_path):
     rows = fixture_rows(sample_path)
     source = tmp_path / "내 리뷰.csv"
@@ -62,7 +65,8 @@ def test_run_from_a_cp949_csv_is_refused_then_trained_with_its_encoding(sample_p
     ]
 
 
-def test_json_lines_with_a_label_column_train_a_model(sample_path, tmp_path):
+def labelled_jsonl(sample_path, tmp_path):
+    """The fixture as JSON Lines with a 0/1 label and the stars beside it, one bad label."""
     source = tmp_path / "labelled.jsonl"
     rows = [line.split("\t", 1) for line in sample_path.read_text(encoding="utf-8").splitlines()]
     records = [
@@ -73,10 +77,12 @@ def test_json_lines_with_a_label_column_train_a_model(sample_path, tmp_path):
     source.write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
     )
-    config = tiny_config(tmp_path, source, text_column="body", label_column="y")
-    # Up to the baseline, a model fit in seconds: past prepare every source is the same split
-    # files, and the test above trains the neural model from a table end to end.
-    names = ("download", "prepare", "tokenize", "baseline")
+    return tiny_config(tmp_path, source, text_column="body", label_column="y"), records
+
+
+def test_json_lines_with_a_label_column_are_prepared_with_their_labels(sample_path, tmp_path):
+    config, records = labelled_jsonl(sample_path, tmp_path)
+    names = ("download", "prepare", "tokenize")
     assert run_pipeline(config, names, quiet=True) == [(name, "ran") for name in names]
 
     record = json.loads(get_stage("prepare").record_path(config).read_text(encoding="utf-8"))
@@ -85,13 +91,23 @@ def test_json_lines_with_a_label_column_train_a_model(sample_path, tmp_path):
     label_of = {}
     for r in records[:-1]:  # a cleaned review keeps the label of its first occurrence
         label_of.setdefault(clean_text(r["body"]), r["y"])
+    assert sum(len(frame) for frame in splits.values()) == len(label_of)
     for frame in splits.values():
         assert frame["label"].tolist() == [label_of[text] for text in frame["text"]]
         assert (frame["rating"] == 0).all()  # the source gave labels, not ratings
-    baseline = json.loads(get_stage("baseline").record_path(config).read_text(encoding="utf-8"))
-    assert baseline["result"]["val_accuracy"] > 0.7  # learned from these labels (chance: 0.5)
 
     # Which column holds the labels changes the data: prepare and what follows must rerun.
     changed = config.replace(label_column="stars")
     assert stage_state(get_stage("prepare"), changed)[0] == "stale"
     assert stage_state(get_stage("download"), changed)[0] == "fresh"
+
+
+@pytest.mark.slow  # fits the baseline model
+def test_json_lines_with_a_label_column_train_a_model(sample_path, tmp_path):
+    config, _ = labelled_jsonl(sample_path, tmp_path)
+    # Up to the baseline, a model fit in seconds: past prepare every source is the same split
+    # files, and the test above trains the neural model from a table end to end.
+    names = ("download", "prepare", "tokenize", "baseline")
+    assert run_pipeline(config, names, quiet=True) == [(name, "ran") for name in names]
+    baseline = json.loads(get_stage("baseline").record_path(config).read_text(encoding="utf-8"))
+    assert baseline["result"]["val_accuracy"] > 0.7  # learned from these labels (chance: 0.5)
