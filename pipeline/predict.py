@@ -33,12 +33,12 @@ THRESHOLD = 0.5  # a review is positive when its probability is above this
 
 
 def is_positive(probabilities: float | np.ndarray) -> np.ndarray:
-    """True where a probability is above 0.5: the one threshold, which label_of applies too."""
+    """True where a probability is above THRESHOLD: the one threshold, label_of's too."""
     return np.asarray(probabilities) > THRESHOLD
 
 
 def label_of(probability: float) -> str:
-    """'긍정' above 0.5, else '부정'."""
+    """'긍정' above THRESHOLD, else '부정'."""
     return POSITIVE if is_positive(probability) else NEGATIVE
 
 

@@ -109,6 +109,17 @@ def test_bad_bodies_get_a_clear_json_error_and_the_right_status(base, path, body
     assert message in error and "Traceback" not in error
 
 
+def test_a_body_sent_as_another_content_type_is_415(base):
+    body = json.dumps({"reviews": ["좋아요"]}).encode()
+    for kind in ("text/plain", "application/x-www-form-urlencoded"):  # curl -d sends the latter
+        response = requests.post(
+            f"{base}/predict", data=body, headers={"Content-Type": kind}, timeout=60
+        )
+        assert response.status_code == 415, response.text
+        assert "application/json" in response.json()["error"]
+    assert scored(requests.post(f"{base}/predict", data=body, timeout=60)).shape == (1,)
+
+
 def test_the_worker_survives_bad_input(base, predictor):
     for body in (b"{", b'{"reviews": [1]}', b"[" * 50_000):
         requests.post(f"{base}/predict", data=body, timeout=60)
@@ -236,7 +247,9 @@ def test_the_page_and_the_api_schema_are_served(base):
     schema = requests.get(f"{base}/openapi.json", timeout=10).json()
     for path in ("/predict", "/explain"):
         body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
-        assert "reviews" in body["schema"]["properties"]
+        ref = body["schema"].get("$ref", "").rsplit("/", 1)[-1]  # inline or a named component
+        body_schema = schema["components"]["schemas"][ref] if ref else body["schema"]
+        assert body_schema["properties"]["reviews"]["items"]["type"] == "string"
     assert {"/health", "/info"} <= set(schema["paths"])
 
 
