@@ -118,7 +118,7 @@ class Scorer:
 
     def _load(self) -> tuple[Predictor, str]:
         # Its own predictor, not get_predictor's: this one is dropped when the next is swapped in.
-        predictor = Predictor(self.artifacts_dir, jit_compile=True)
+        predictor = Predictor(self.artifacts_dir)
         return predictor, sha256_file(self.artifacts_dir / "model.keras")
 
     def submit(self, texts: list[str]) -> concurrent.futures.Future:
@@ -460,7 +460,6 @@ def create_app(config: Config) -> FastAPI:
             "batches": scorer.batches,
             "requests": scorer.requests,
             "queued": scorer.queued(),
-            "xla": scorer.predictor.xla_status(),
         }
 
     @app.get("/info")
