@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.baseline import fit_baseline
 from pipeline.cleaning import clean_texts
 from pipeline.config import load_config
-from pipeline.predict import Predictor
+from pipeline.predict import Predictor, is_positive
 from pipeline.prepare import parse_lines, read_split
 from pipeline.train import train
 
@@ -44,7 +44,7 @@ def cross_domain_set(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(((np.asarray(probs) > 0.5) == labels.astype(bool)).mean())
+    return float((is_positive(probs) == labels.astype(bool)).mean())
 
 
 def baseline_scores(splits: dict, c_values: tuple[float, ...], other: list[str]) -> dict:

@@ -3,13 +3,13 @@
 
     python benchmarks/serve_load.py --artifacts-dir /tmp/serve-bench/artifacts
 
-Starts `python -m pipeline serve` in a subprocess on a free 127.0.0.1 port, warms it up (every
-shape the load will use is XLA-compiled first), then runs --clients concurrent keep-alive
+Starts `python -m pipeline serve` in a subprocess on a free 127.0.0.1 port, warms it up with
+--warmup requests, then runs --clients concurrent keep-alive
 clients that send --requests POST /predict requests between them, each with 1 to 5 real
 reviews from --source. Reports reviews/s, requests/s, p50/p99 latency, errors (any non-200, any
 answer that is not the in-process Predictor's within 1e-4), the service's memory before and
 after, and the mean batch the worker scored. Before the service starts, the same reviews are
-scored in this process by Predictor(jit_compile=True).predict_proba in one call: the ceiling the
+scored in this process by Predictor.predict_proba in one call: the ceiling the
 service is compared with. `--unbatched` adds a run with micro-batching off (serve_max_batch = 1).
 """
 
@@ -176,15 +176,7 @@ def measure_service(
         process = start_service(args.artifacts_dir, settings, port, log)
         try:
             memory_start = rss_mib(process.pid)
-            # Warm-up: the load's first requests, then wait until every shape they used is
-            # compiled; again until a round needs no new shape (micro-batches vary).
-            for _ in range(5):
-                shapes = get(port, "/health")["xla"]["compiled_shapes"]
-                asyncio.run(run_load(port, jobs[: args.warmup], args.clients))
-                while get(port, "/health")["xla"]["queued_shapes"]:
-                    time.sleep(1)
-                if get(port, "/health")["xla"]["compiled_shapes"] == shapes:
-                    break
+            asyncio.run(run_load(port, jobs[: args.warmup], args.clients))  # warm-up
             memory_before = rss_mib(process.pid)
             health_before = get(port, "/health")
             server_cpu, client_cpu = cpu_seconds(process.pid), time.process_time()
@@ -221,9 +213,6 @@ def measure_service(
         "rss_mib_at_start": round(memory_start),
         "rss_mib_before": round(memory_before),
         "rss_mib_after": round(memory_after),
-        "xla_shapes": health_after["xla"]["compiled_shapes"],
-        "xla_shapes_compiled_while_measuring": health_after["xla"]["compiled_shapes"]
-        - health_before["xla"]["compiled_shapes"],
     }
     print(f"\n{title}")
     print(
@@ -236,9 +225,7 @@ def measure_service(
     )
     print(
         f"  errors {out['errors']} ({failed} non-200, {mismatched} answers not the "
-        f"predictor's); {batches:,} model batches, {out['mean_batch_reviews']} reviews each; "
-        f"{out['xla_shapes']} XLA shapes, {out['xla_shapes_compiled_while_measuring']} of them "
-        "compiled while measuring"
+        f"predictor's); {batches:,} model batches, {out['mean_batch_reviews']} reviews each"
     )
     print(
         f"  CPU per request: service {out['server_cpu_ms_per_request']} ms, load clients "
@@ -256,14 +243,12 @@ def measure_in_process(args, jobs: list[list[str]]) -> tuple[dict, list[np.ndarr
     from pipeline.predict import Predictor
 
     texts = [t for job in jobs for t in job]
-    reference = Predictor(args.artifacts_dir).predict_proba(texts)  # the traced graph
+    predictor = Predictor(args.artifacts_dir)
+    reference = predictor.predict_proba(texts)  # also the warm-up
     expected, start = [], 0
     for job in jobs:
         expected.append(reference[start : start + len(job)])
         start += len(job)
-    predictor = Predictor(args.artifacts_dir, jit_compile=True)
-    predictor.predict_proba(texts)
-    predictor.wait_for_compiles()
     cpu = time.process_time()
     best = min(timed(predictor.predict_proba, texts) for _ in range(3))
     cpu = (time.process_time() - cpu) / 3
@@ -273,7 +258,7 @@ def measure_in_process(args, jobs: list[list[str]]) -> tuple[dict, list[np.ndarr
         "cpu_ms_per_review": round(1000 * cpu / len(texts), 3),
     }
     print(
-        f"\nin-process: Predictor(jit_compile=True).predict_proba on all {len(texts):,} "
+        f"\nin-process: Predictor.predict_proba on all {len(texts):,} "
         f"reviews at once, best of 3: {out['reviews_per_s']:,} reviews/s; "
         f"{out['cpu_ms_per_review']} ms CPU per review"
     )

@@ -9,9 +9,9 @@ Stages (each can be left out with --skip NAME):
               80/20 split of the first --lines lines: samples/s and validation accuracy
   predict     batched scoring of --predict-reviews raw reviews: reviews/s, best of 3, for the
               notebook's model.predict, ours at the notebook's sizes, and the *default* model
-              (whatever Config() builds) through Predictor, traced graph and XLA (jit_compile)
+              (whatever Config() builds) through Predictor's traced graph
   latency     one review per call, --latency-calls calls after 20 warm-up calls: p50 and p95 ms,
-              for the same four
+              for the same three
   memory      peak RSS of a fresh process that loads our model and scores 3 reviews, and of one
               that only imports keras + tensorflow
 
@@ -313,18 +313,6 @@ def save_default(x_train: list[str], folder: Path) -> None:
     tokenizer.save(folder / "tokenizer.json")
 
 
-def warm_xla(predictor: Predictor, texts: list[str], one_by_one: bool = False) -> float:
-    """Run the workload once, then wait until every shape it used is compiled: seconds taken."""
-    started = time.perf_counter()
-    if one_by_one:
-        for text in texts:
-            predictor.predict_proba(text)
-    else:
-        predictor.predict_proba(texts)
-    predictor.wait_for_compiles()
-    return time.perf_counter() - started
-
-
 def best_rates(contenders: dict, texts: list[str], repeats: int = 3) -> dict[str, float]:
     """Reviews/s of each contender, best of `repeats` rounds, taken in turn (noise hits all)."""
     best: dict[str, float] = {}
@@ -348,29 +336,24 @@ def original_predict(original: dict, texts: list[str], batch_size: int = 1024) -
 def bench_predict(original: dict, folder: Path, default: Path, texts: list[str]) -> dict:
     ours = Predictor(folder)
     graph = Predictor(default)
-    xla = Predictor(default, jit_compile=True)
     ours.predict_proba(texts[:8])  # warm-up: traces the forward function
     graph.predict_proba(texts[:8])
     original_predict(original, texts[:8])  # the same courtesy for model.predict
-    compile_s = warm_xla(xla, texts)
     rates = best_rates(
         {
             "original": lambda t: original_predict(original, t),
             "ours": ours.predict_proba,
             "default": graph.predict_proba,
-            "default_xla": xla.predict_proba,
         },
         texts,
     )
     print(
         f"  {len(texts):,} raw reviews, cleaning and tokenizing included, best of 3; original "
-        f"model.predict(batch_size=1024), ours Predictor.predict_proba (batch {ours.batch_size});"
-        f" XLA warm-up (every shape compiled) took {compile_s:.0f} s"
+        f"model.predict(batch_size=1024), ours Predictor.predict_proba (batch {ours.batch_size})"
     )
     report("reviews/s, notebook sizes", rates["original"], rates["ours"], "/s")
     report("reviews/s, default model", rates["original"], rates["default"], "/s")
-    report("  with XLA", rates["original"], rates["default_xla"], "/s")
-    result = {"reviews": len(texts), "xla_warmup_s": round(compile_s, 1)}
+    result = {"reviews": len(texts)}
     for name, rate in rates.items():
         result[f"{name}_reviews_per_s"] = round(rate)
         if name != "original":
@@ -401,20 +384,13 @@ def latencies_ms(fn, texts: list[str], calls: int, warmup: int = 20) -> np.ndarr
 def bench_latency(
     original: dict, folder: Path, default: Path, texts: list[str], calls: int
 ) -> dict:
-    xla = Predictor(default, jit_compile=True)
-    compile_s = warm_xla(xla, texts[: calls + 20], one_by_one=True)
     contenders = {
         "original": lambda t: original_one(original, t),
         "ours": lambda t: sentiment_predict(t, artifacts_dir=folder),
         "default": lambda t: sentiment_predict(t, artifacts_dir=default),
-        "default_xla": lambda t: xla.predict(t),
     }
     times = {name: latencies_ms(fn, texts, calls) for name, fn in contenders.items()}
-    print(
-        f"  {calls} calls after 20 warm-up calls; original model.predict, ours "
-        f"sentiment_predict; default with XLA: Predictor(jit_compile=True).predict, its "
-        f"(1, length) shapes compiled first ({compile_s:.0f} s)"
-    )
+    print(f"  {calls} calls after 20 warm-up calls; original model.predict, ours sentiment_predict")
     result: dict = {"calls": calls}
     for q in (50, 95):
         o = float(np.percentile(times["original"], q))
@@ -422,7 +398,6 @@ def bench_latency(
         for name, label in (
             ("ours", "notebook sizes"),
             ("default", "default model"),
-            ("default_xla", "default, XLA"),
         ):
             u = float(np.percentile(times[name], q))
             report(f"p{q} ms, {label}", o, u, "ms", lower_is_better=True)

@@ -14,6 +14,7 @@ from sklearn.metrics import log_loss
 from pipeline.config import Config
 from pipeline.evaluate import classification_metrics, length_buckets
 from pipeline.files import write_json_atomic
+from pipeline.predict import is_positive
 from pipeline.prepare import read_split
 
 
@@ -45,7 +46,7 @@ def fit_baseline(train: pd.DataFrame, val: pd.DataFrame, c_values) -> FittedBase
     for c in sorted(c_values):
         fitted = LogisticRegression(C=c, max_iter=1000).fit(features, train["label"])
         probs = fitted.predict_proba(val_features)[:, 1]
-        val_accuracy[c] = float(((probs > 0.5) == val["label"]).mean())
+        val_accuracy[c] = float((is_positive(probs) == val["label"]).mean())
         val_loss[c] = float(log_loss(val["label"], probs, labels=[0, 1]))
         if best is None or val_accuracy[c] > val_accuracy[best[0]]:
             best = (c, fitted)

@@ -103,11 +103,7 @@ def local_source(source: str) -> Path | None:
 
 
 def _copy_local(path: Path, part: Path) -> None:
-    if not path.exists():
-        raise PipelineError(
-            f"source file {path} does not exist; pass --source with the path or URL of "
-            "naver_shopping.txt"
-        )
+    # A missing file is run_stage's to report: it checks every stage's inputs exist.
     if not path.is_file():
         raise PipelineError(
             f"source {path} is not a file; pass --source with the path or URL of naver_shopping.txt"

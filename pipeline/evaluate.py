@@ -24,7 +24,7 @@ CALIBRATION_BINS = 15  # equal-width bins of the positive probability
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
-    """Accuracy, precision, recall, F1 and ROC-AUC at threshold 0.5, and the confusion matrix."""
+    """Accuracy, precision, recall, F1 and ROC-AUC at THRESHOLD, and the confusion matrix."""
     predicted = is_positive(probs).astype(int)
     return {
         "accuracy": float(metrics.accuracy_score(labels, predicted)),

@@ -8,7 +8,6 @@ prediction path without this package. tests/test_export.py holds the graph equal
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -158,7 +157,7 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
     import keras
 
     from pipeline.predict import Predictor
-    from pipeline.stages import library_versions, pipeline_lock
+    from pipeline.stages import library_versions, pipeline_lock, write_manifest
 
     output = Path(output)
     if not config.artifacts_dir.is_dir():
@@ -197,7 +196,7 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
             "versions": library_versions(),
         }
         write_json_atomic(config.artifacts_dir / "export.json", record)
-        _add_to_manifest(config.artifacts_dir / "manifest.json", record)
+        write_manifest(config, export=record)
     if not quiet:
         print(f"export written to {output} (signature {SIGNATURE}: {INPUT} -> {OUTPUT})")
     return record
@@ -213,17 +212,3 @@ def _check_against(folder: Path, predictor) -> None:
             f"the exported graph scores differently from Predictor ({got} vs {want}); this is "
             "a bug in pipeline/export.py, please report it"
         )
-
-
-def _add_to_manifest(path: Path, record: dict) -> None:
-    """Set the manifest's export record, keeping the rest as the last run wrote it.
-
-    (write_manifest would restate the settings from this command's flags, which need not be
-    the ones the model was trained with; it includes export.json whenever a stage reruns.)
-    """
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        manifest = None
-    manifest = manifest if isinstance(manifest, dict) else {}
-    write_json_atomic(path, {**manifest, "export": record})

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
-from pipeline.predict import NEGATIVE, POSITIVE, Predictor
+from pipeline.predict import Predictor, label_of
 from pipeline.tables import (
     TABLE_FORMATS,
     TableWriter,
@@ -139,7 +139,7 @@ def _score_lines(predictor, rows, out, counts, chunk_rows, header: bool) -> None
         out.write("label\tprobability\n")
     for chunk in _chunks(rows, chunk_rows):
         for p in _score(predictor, [line for _, line in chunk], counts):
-            label = POSITIVE if p > 0.5 else NEGATIVE
+            label = label_of(p)
             out.write(f"{label}\t{p:.6f}\n" if header else f"{label}\t{p:.4f}\n")
 
 
@@ -158,4 +158,4 @@ def _score_table(predictor, table, cell, out, path, counts, chunk_rows) -> None:
         for (_, row), p in zip(chunk, probs, strict=True):
             # six decimals, as text in CSV/TSV and as a number in JSON
             prob = round(float(p), 6) if table.format == "jsonl" else f"{p:.6f}"
-            writer.write(row, {"label": POSITIVE if p > 0.5 else NEGATIVE, ADDED[1]: prob})
+            writer.write(row, {"label": label_of(p), ADDED[1]: prob})

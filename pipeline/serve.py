@@ -29,7 +29,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from pipeline.cleaning import clean_text
@@ -86,6 +86,7 @@ class ApiError(HTTPException):
 ERRORS = {
     400: {"model": Error, "description": "the body is not valid JSON"},
     413: {"model": Error, "description": "too many reviews, or too large a body"},
+    415: {"model": Error, "description": "the body is not sent as JSON"},
     422: {"model": Error, "description": 'the JSON is not {"reviews": [strings]}'},
 }
 
@@ -117,7 +118,7 @@ class Scorer:
 
     def _load(self) -> tuple[Predictor, str]:
         # Its own predictor, not get_predictor's: this one is dropped when the next is swapped in.
-        predictor = Predictor(self.artifacts_dir, jit_compile=True)
+        predictor = Predictor(self.artifacts_dir)
         return predictor, sha256_file(self.artifacts_dir / "model.keras")
 
     def submit(self, texts: list[str]) -> concurrent.futures.Future:
@@ -287,24 +288,38 @@ JSON_KINDS = {
     bool: "boolean",
     type(None): "null",
 }
+NOT_JSON = "There was an error parsing the body"  # FastAPI's 400 for bytes json.loads refuses
+SEND = '{"reviews": ["review", ...]}'
 
 
-async def read_reviews(request: Request, limit: int) -> list[str]:
-    """The body's reviews, or an ApiError saying what is wrong with it."""
-    body = await request.body()
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
-        raise ApiError(
-            400, f'the request body is not valid JSON ({exc}); send {{"reviews": ["review", ...]}}'
-        ) from None
-    if not isinstance(data, dict):
-        kind = JSON_KINDS.get(type(data), "value")
-        raise ApiError(422, f'the body is a JSON {kind}; send an object {{"reviews": [...]}}')
-    try:
-        reviews = Reviews.model_validate(data).reviews
-    except ValidationError as exc:
-        raise ApiError(422, describe(exc)) from None
+def not_json(reason: object) -> ApiError:
+    return ApiError(400, f"the request body is not valid JSON ({reason}); send {SEND}")
+
+
+def body_error(exc: RequestValidationError) -> ApiError:
+    """FastAPI's account of a bad body, said the way this service says it."""
+    errors = exc.errors()
+    first = errors[0]
+    if first["type"] == "json_invalid":  # FastAPI keeps the document and where it failed
+        return not_json(json.JSONDecodeError(first["ctx"]["error"], exc.body, first["loc"][1]))
+    if first["type"] == "missing" and tuple(first["loc"]) == ("body",):  # an empty body
+        return not_json(json.JSONDecodeError("Expecting value", "", 0))
+    if tuple(first["loc"]) == ("body",):  # the JSON is not an object at all
+        if isinstance(first.get("input"), bytes):  # a Content-Type that is not JSON
+            return ApiError(415, f"the body is not sent as JSON; send {SEND} as application/json")
+        kind = JSON_KINDS.get(type(first.get("input")), "value")
+        return ApiError(422, f'the body is a JSON {kind}; send an object {{"reviews": [...]}}')
+    where = ".".join(str(part) for part in first["loc"][1:])
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return ApiError(
+        422,
+        f"{where}: {first['msg']}{more}; send a JSON object "
+        '{"reviews": ["review", ...]} with a list of strings',
+    )
+
+
+def within(reviews: list[str], limit: int) -> list[str]:
+    """The reviews, or a 413 when there are more than `limit`."""
     if len(reviews) > limit:
         raise ApiError(
             413,
@@ -312,18 +327,6 @@ async def read_reviews(request: Request, limit: int) -> list[str]:
             "split them over several requests",
         )
     return reviews
-
-
-def describe(exc: ValidationError) -> str:
-    """One sentence for the first validation error (and how many more there are)."""
-    errors = exc.errors()
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "the body"
-    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
-    return (
-        f"{where}: {first['msg']}{more}; send a JSON object "
-        '{"reviews": ["review", ...]} with a list of strings'
-    )
 
 
 TEST_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "rows")
@@ -399,20 +402,17 @@ def create_app(config: Config) -> FastAPI:
         "explain a label by occlusion. The page at / calls these endpoints.",
         version="1",
         lifespan=lifespan,
+        strict_content_type=False,  # a body sent without a Content-Type is read as JSON
     )
     app.state.scorer = scorer
     app.add_middleware(BodyLimit, limit=config.serve_max_body_bytes)
-    body_schema = {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": Reviews.model_json_schema()}},
-        }
-    }
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if isinstance(exc, ApiError):
             return _error_response(exc)
+        if exc.status_code == 400 and exc.detail == NOT_JSON:  # bad UTF-8, absurd nesting
+            return _error_response(not_json(exc.__cause__))
         if exc.status_code == 404:
             exc.detail = f"there is no {request.url.path}; the endpoints are listed at /docs"
         elif exc.status_code == 405:
@@ -421,7 +421,7 @@ def create_app(config: Config) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": str(exc.errors()[0].get("msg"))}, status_code=422)
+        return _error_response(body_error(exc))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -431,11 +431,10 @@ def create_app(config: Config) -> FastAPI:
             status_code=500,
         )
 
-    @app.post("/predict", response_model=Predictions, responses=ERRORS, openapi_extra=body_schema)
-    async def predict(request: Request) -> JSONResponse:
+    @app.post("/predict", response_model=Predictions, responses=ERRORS)
+    async def predict(body: Reviews) -> JSONResponse:
         """Label each review and give its positive probability, in the order sent."""
-        reviews = await read_reviews(request, config.serve_max_reviews)
-        probs = await scorer.score(reviews)
+        probs = await scorer.score(within(body.reviews, config.serve_max_reviews))
         return JSONResponse(
             {
                 "predictions": [
@@ -444,11 +443,11 @@ def create_app(config: Config) -> FastAPI:
             }
         )
 
-    @app.post("/explain", response_model=Explanations, responses=ERRORS, openapi_extra=body_schema)
-    async def explain_reviews(request: Request) -> JSONResponse:
+    @app.post("/explain", response_model=Explanations, responses=ERRORS)
+    async def explain_reviews(body: Reviews) -> JSONResponse:
         """Each review's label, and each character's effect: the change in positive probability
         when that character is removed (occlusion; all variants are scored in one batch)."""
-        reviews = await read_reviews(request, config.serve_max_explain_reviews)
+        reviews = within(body.reviews, config.serve_max_explain_reviews)
         return JSONResponse({"explanations": await explain(scorer, reviews)})
 
     @app.get("/health")
@@ -461,7 +460,6 @@ def create_app(config: Config) -> FastAPI:
             "batches": scorer.batches,
             "requests": scorer.requests,
             "queued": scorer.queued(),
-            "xla": scorer.predictor.xla_status(),
         }
 
     @app.get("/info")

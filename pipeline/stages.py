@@ -271,19 +271,34 @@ def _producer(path: Path, config: Config) -> str | None:
     return None
 
 
-def write_manifest(config: Config) -> None:
-    """artifacts/manifest.json: every stage's record, the settings and library versions."""
+def write_manifest(config: Config, export: dict | None = None) -> None:
+    """artifacts/manifest.json, its one writer: every stage's record, the settings, versions.
+
+    With `export` (the export command's record) only that record changes: the rest describes
+    the last run, and the export command's flags need not be the ones the model was trained with.
+    """
+    path = config.artifacts_dir / "manifest.json"
+    if export is not None:
+        write_json_atomic(path, {**_read_json(path), "export": export})
+        return
     manifest = {
         "config": config.to_dict(),
         "versions": library_versions(),
         "stages": {s.name: read_record(s, config) for s in STAGES},
     }
     # The last `export` (pipeline/export.py) keeps its own record; it is not a stage.
-    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        manifest["export"] = json.loads(
-            (config.artifacts_dir / "export.json").read_text(encoding="utf-8")
-        )
-    write_json_atomic(config.artifacts_dir / "manifest.json", manifest)
+    if exported := _read_json(config.artifacts_dir / "export.json"):
+        manifest["export"] = exported
+    write_json_atomic(path, manifest)
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from a file, or {} if it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def run_pipeline(

@@ -1,5 +1,8 @@
-"""The command line, run the way users run it: a subprocess."""
+"""The command line: run the way users run it (a subprocess) where the process is what is tested,
+else in this process through the same `main`."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -22,6 +25,21 @@ def cli(*args, cwd=None):
     )
 
 
+def run_main(*args) -> subprocess.CompletedProcess:
+    """The CLI in this process (no interpreter and TensorFlow start-up): for what is not the
+    process itself. Returns what `cli` returns; usage errors exit 2 as they do there."""
+    from pipeline.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in args]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse: --help and usage errors
+            code = exc.code
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 def assert_clean_error(result, code, message):
     assert result.returncode == code, result.stderr
     assert message in result.stderr
@@ -40,16 +58,16 @@ def test_unknown_command_is_a_usage_error():
 
 
 def test_unknown_flag_is_a_usage_error():
-    assert_clean_error(cli("run", "--epocs", "3"), 2, "unrecognized arguments")
+    assert_clean_error(run_main("run", "--epocs", "3"), 2, "unrecognized arguments")
 
 
 def test_stage_without_its_input_says_what_to_run_first(tmp_path):
-    result = cli("tokenize", "--data-dir", tmp_path / "d", "--artifacts-dir", tmp_path / "a")
+    result = run_main("tokenize", "--data-dir", tmp_path / "d", "--artifacts-dir", tmp_path / "a")
     assert_clean_error(result, 1, "run `python -m pipeline prepare` first")
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
-    result = cli(
+    result = run_main(
         "download",
         "--source",
         tmp_path / "nothing.txt",
@@ -62,7 +80,7 @@ def test_missing_source_is_a_clear_error(tmp_path):
 
 
 def test_status_of_a_new_project_is_all_missing(tmp_path):
-    result = cli("status", "--data-dir", tmp_path / "d", "--artifacts-dir", tmp_path / "a")
+    result = run_main("status", "--data-dir", tmp_path / "d", "--artifacts-dir", tmp_path / "a")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == list(STAGE_NAMES)
@@ -70,11 +88,11 @@ def test_status_of_a_new_project_is_all_missing(tmp_path):
 
 
 def test_predict_without_a_model_is_a_clear_error(tmp_path):
-    assert_clean_error(cli("predict", "좋아요", "--artifacts-dir", tmp_path), 1, "missing")
+    assert_clean_error(run_main("predict", "좋아요", "--artifacts-dir", tmp_path), 1, "missing")
 
 
 def test_predict_prints_label_and_probability_per_review(trained):
-    result = cli(
+    result = run_main(
         "predict", "배송 빠르고 좋아요", "별로에요", "--artifacts-dir", trained.artifacts_dir
     )
     assert result.returncode == 0, result.stderr
@@ -88,7 +106,7 @@ def test_predict_scores_a_file_into_a_tsv(trained, sample_path, tmp_path):
         line.split("\t", 1)[1] for line in sample_path.read_text(encoding="utf-8").splitlines()
     ]
     (tmp_path / "in.txt").write_text("\n".join(reviews[:300]) + "\n", encoding="utf-8")
-    result = cli(
+    result = run_main(
         "predict",
         "--input",
         tmp_path / "in.txt",
@@ -109,7 +127,9 @@ def test_predict_scores_a_file_into_a_tsv(trained, sample_path, tmp_path):
 
 
 def test_predict_needs_reviews_or_an_input_file(trained):
-    assert_clean_error(cli("predict", "--artifacts-dir", trained.artifacts_dir), 1, "give reviews")
+    assert_clean_error(
+        run_main("predict", "--artifacts-dir", trained.artifacts_dir), 1, "give reviews"
+    )
 
 
 def test_an_unexpected_failure_is_one_sentence_not_a_traceback(trained, tmp_path):
@@ -119,7 +139,7 @@ def test_an_unexpected_failure_is_one_sentence_not_a_traceback(trained, tmp_path
     shutil.copytree(trained.artifacts_dir, tmp_path / "artifacts")
     (tmp_path / "data" / "processed" / "encoded.npz").write_bytes(b"\x00" * 64)
     dirs = ["--data-dir", tmp_path / "data", "--artifacts-dir", tmp_path / "artifacts"]
-    result = cli("train", *dirs)
+    result = run_main("train", *dirs)
     assert_clean_error(result, 1, "error: the train stage failed unexpectedly (")
     (log,) = (tmp_path / "artifacts" / "logs").glob("train-*.log")
     assert f"the traceback is in {log}" in result.stderr

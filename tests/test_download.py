@@ -18,6 +18,7 @@ from pipeline.config import OFFICIAL_BLOB_ID, OFFICIAL_SOURCE, Config, load_conf
 from pipeline.download import _verify, download, local_source, partial_path
 from pipeline.errors import PipelineError
 from pipeline.files import git_blob_id
+from pipeline.stages import get_stage, run_stage
 from tests.conftest import SAMPLE
 from tests.http_server import HTML_PAGE, Fault, FaultyServer, unused_port
 
@@ -379,7 +380,7 @@ def test_missing_local_file(tmp_path, previous):
     config = make_config(tmp_path, str(tmp_path / "nothing.txt"))
     put_previous(config, previous)
     with pytest.raises(PipelineError, match=r"nothing\.txt does not exist; pass --source"):
-        download(config, quiet=True)
+        run_stage(get_stage("download"), config, quiet=True)
     assert config.raw_path.read_bytes() == previous
 
 

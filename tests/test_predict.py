@@ -16,28 +16,6 @@ def predictor(trained):
     return Predictor(trained.artifacts_dir)
 
 
-@pytest.fixture
-def artifacts_copy(trained, tmp_path):
-    folder = tmp_path / "artifacts"
-    shutil.copytree(trained.artifacts_dir, folder)
-    return folder
-
-
-def test_single_string_gives_a_label_and_a_list_gives_a_list(trained):
-    assert sentiment_predict(REVIEWS[0], trained.artifacts_dir) in (POSITIVE, NEGATIVE)
-    labels = sentiment_predict(REVIEWS, trained.artifacts_dir)
-    assert len(labels) == 2 and set(labels) <= {POSITIVE, NEGATIVE}
-    assert sentiment_predict([], trained.artifacts_dir) == []
-
-
-def test_labels_agree_with_probabilities_in_input_order(predictor):
-    texts = REVIEWS * 3 + ["최고", "최악"]
-    probs = predictor.predict_proba(texts)
-    assert probs.shape == (8,) and ((probs >= 0) & (probs <= 1)).all()
-    assert predictor.predict(texts) == [POSITIVE if p > 0.5 else NEGATIVE for p in probs]
-    assert probs[0] == pytest.approx(predictor.predict_proba(texts[0])[0], abs=1e-6)
-
-
 def test_a_reviews_probability_does_not_depend_on_its_batch(predictor):
     review = "배송 빠르고 좋아요"
     alone = predictor.predict_proba([review])[0]
@@ -69,57 +47,6 @@ def test_huge_review_is_truncated_like_any_other(predictor):
     )
 
 
-@pytest.mark.parametrize(
-    "bad,position", [(None, None), (["좋아", None], 1), ([b"bytes"], 0), (5, None)]
-)
-def test_non_strings_are_type_errors_naming_the_position(predictor, bad, position):
-    with pytest.raises(TypeError) as info:
-        predictor.predict(bad)
-    if position is not None:
-        assert f"position {position}" in str(info.value)
-
-
-def test_generators_are_accepted(predictor):
-    assert len(predictor.predict(r for r in REVIEWS)) == 2
-
-
-def test_missing_artifacts_are_clear_errors(tmp_path):
-    with pytest.raises(PipelineError, match="tokenizer.json is missing"):
-        Predictor(tmp_path)
-
-
-def test_corrupt_model_is_a_clear_error(artifacts_copy):
-    (artifacts_copy / "model.keras").write_bytes(b"not a zip file")
-    with pytest.raises(PipelineError, match="model.keras cannot be loaded"):
-        Predictor(artifacts_copy)
-
-
-def test_tokenizer_from_another_run_is_refused(artifacts_copy):
-    CharTokenizer().fit(["가나다"]).save(artifacts_copy / "tokenizer.json")
-    with pytest.raises(PipelineError, match="come from different runs"):
-        Predictor(artifacts_copy)
-
-
-def test_models_load_in_safe_mode(artifacts_copy):
-    inputs = keras.Input((None,), dtype="int32")
-    x = keras.layers.Embedding(CharTokenizer.load(artifacts_copy / "tokenizer.json").vocab_size, 4)(
-        inputs
-    )
-    x = keras.layers.Lambda(lambda t: t * 2)(x)  # arbitrary code: must never be deserialized
-    outputs = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x))
-    keras.Model(inputs, outputs).save(artifacts_copy / "model.keras")
-    with pytest.raises(PipelineError, match="cannot be loaded"):
-        Predictor(artifacts_copy)
-
-
-def test_predictor_is_loaded_once_and_reloaded_when_the_model_changes(artifacts_copy):
-    first = get_predictor(artifacts_copy)
-    assert get_predictor(artifacts_copy) is first
-    model = artifacts_copy / "model.keras"
-    model.write_bytes(model.read_bytes())  # same bytes, new modification time
-    assert get_predictor(artifacts_copy) is not first
-
-
 def test_streaming_never_materializes_its_input(predictor):
     import itertools
 
@@ -128,29 +55,6 @@ def test_streaming_never_materializes_its_input(predictor):
     assert len(first) == 150
     expected = predictor.predict_proba(REVIEWS)
     assert [p for _, p in first[:2]] == pytest.approx(expected.tolist(), abs=1e-6)
-
-
-def test_xla_path_scores_like_the_graph_in_padded_recurring_shapes(predictor, sample_path):
-    """jit_compile pads to recurring shapes and compiles them; scores must not move."""
-    lines = sample_path.read_text(encoding="utf-8").splitlines()[:9]
-    texts = [line.split("\t", 1)[1] for line in lines] + ["좋아요 " * 80]  # 8 + 2 rows
-    jit = Predictor(predictor.artifacts_dir, batch_size=8, jit_compile=True)
-    expected = predictor.predict_proba(texts)
-    np.testing.assert_allclose(jit.predict_proba(texts), expected, atol=1e-6)  # graph, queued
-    assert jit.wait_for_compiles(timeout=300)
-    shapes = jit._forward._ready
-    assert jit._forward.jit_compile and shapes, "XLA failed or compiled nothing"
-    maxlen = jit.tokenizer.maxlen
-    for rows, width in shapes:
-        assert rows & (rows - 1) == 0 and rows <= 8
-        assert width % 8 == 0 or width == maxlen
-    compiled = len(shapes)
-    together = jit.predict_proba(texts)  # now through XLA, rows padded to powers of two
-    np.testing.assert_allclose(together, expected, atol=1e-5)
-    assert len(jit._forward._ready) == compiled, "the same batches needed new shapes"
-    jit.predict_proba(texts[0])  # a single review: compiled in turn, then scored by XLA
-    assert jit.wait_for_compiles(timeout=300)
-    assert jit.predict_proba(texts[0])[0] == pytest.approx(expected[0], abs=1e-5)
 
 
 # -- fast: a model with hand-set weights, so every probability is known (tests/known_model.py) ---
@@ -178,17 +82,27 @@ def expected_probability(review: str, side: str, width: int | None) -> float:
     return 1 / (1 + np.exp(-total / (width or len(kept))))
 
 
-@pytest.fixture(scope="module", params=[("pre", True), ("post", True), ("pre", False)])
-def known(request, tmp_path_factory):
+def make_known(tmp_path_factory, side: str, masked: bool):
     """(folder, side, masked): padding and truncating on `side`; masked models are trimmed."""
     from tests.known_model import save_known_model
 
-    side, masked = request.param
     folder = tmp_path_factory.mktemp(f"known-{side}-{masked}")
     tokenizer = CharTokenizer(maxlen=MAXLEN, padding=side, truncating=side)
     tokenizer.fit(["가나다라 마바사"]).save(folder / "tokenizer.json")
     save_known_model(folder, SCORES, oov_score=OOV_SCORE, mask_zero=masked)
     return folder, side, masked
+
+
+@pytest.fixture(scope="module", params=[("pre", True), ("post", True), ("pre", False)])
+def known(request, tmp_path_factory):
+    """Each padding side and masking: for what depends on them."""
+    return make_known(tmp_path_factory, *request.param)
+
+
+@pytest.fixture(scope="module")
+def known_one(tmp_path_factory):
+    """One known model: for what does not depend on padding or masking."""
+    return make_known(tmp_path_factory, "pre", True)
 
 
 # of every length from 1 to past MAXLEN, with characters to clean away and unseen ones (OOV)
@@ -242,24 +156,24 @@ def test_labels_and_streams_follow_the_probabilities(known):
         ([b"bytes"], "review at position 0 is bytes, not str"),
     ],
 )
-def test_anything_but_strings_is_a_type_error_saying_what_and_where(known, bad, message):
+def test_anything_but_strings_is_a_type_error_saying_what_and_where(known_one, bad, message):
     with pytest.raises(TypeError, match=f"^{message}$"):
-        Predictor(known[0]).predict(bad)
+        Predictor(known_one[0]).predict(bad)
 
 
 def test_sentiment_predict_reads_the_artifacts_folder_of_the_working_directory(
-    known, tmp_path, monkeypatch
+    known_one, tmp_path, monkeypatch
 ):
-    folder, side, masked = known
+    folder, side, masked = known_one
     shutil.copytree(folder, tmp_path / "artifacts")
     monkeypatch.chdir(tmp_path)
     assert sentiment_predict(MIXED) == Predictor(folder).predict(MIXED)
     assert sentiment_predict("라") == POSITIVE
 
 
-def test_predictor_is_reloaded_when_its_tokenizer_changes(known, tmp_path):
+def test_predictor_is_reloaded_when_its_tokenizer_changes(known_one, tmp_path):
     folder = tmp_path / "artifacts"
-    shutil.copytree(known[0], folder)
+    shutil.copytree(known_one[0], folder)
     first = get_predictor(folder)
     assert get_predictor(str(folder)) is first  # the same folder however it is named
     tokenizer = folder / "tokenizer.json"
@@ -267,16 +181,16 @@ def test_predictor_is_reloaded_when_its_tokenizer_changes(known, tmp_path):
     assert get_predictor(folder) is not first
 
 
-def test_a_folder_without_artifacts_says_what_is_missing(tmp_path, known):
+def test_a_folder_without_artifacts_says_what_is_missing(tmp_path, known_one):
     with pytest.raises(PipelineError, match="tokenizer.json is missing; run `python -m pipeline"):
         get_predictor(tmp_path)
-    shutil.copy(known[0] / "tokenizer.json", tmp_path)
+    shutil.copy(known_one[0] / "tokenizer.json", tmp_path)
     with pytest.raises(PipelineError, match="model.keras is missing; train a model with"):
         Predictor(tmp_path)
 
 
-def test_a_model_without_an_embedding_is_refused(known, tmp_path):
-    shutil.copy(known[0] / "tokenizer.json", tmp_path)
+def test_a_model_without_an_embedding_is_refused(known_one, tmp_path):
+    shutil.copy(known_one[0] / "tokenizer.json", tmp_path)
     inputs = keras.Input((None,), dtype="int32")
     outputs = keras.layers.Dense(1)(keras.layers.CategoryEncoding(20, output_mode="count")(inputs))
     keras.Model(inputs, outputs).save(tmp_path / "model.keras")
@@ -284,8 +198,8 @@ def test_a_model_without_an_embedding_is_refused(known, tmp_path):
         Predictor(tmp_path)
 
 
-def test_a_tokenizer_of_another_size_names_both_sizes(known, tmp_path):
-    shutil.copy(known[0] / "model.keras", tmp_path)
+def test_a_tokenizer_of_another_size_names_both_sizes(known_one, tmp_path):
+    shutil.copy(known_one[0] / "model.keras", tmp_path)
     CharTokenizer().fit(["가나다"]).save(tmp_path / "tokenizer.json")
     message = (
         r"tokenizer.json has 5 indices but .*model.keras embeds 10: they come from different "
@@ -295,7 +209,7 @@ def test_a_tokenizer_of_another_size_names_both_sizes(known, tmp_path):
         Predictor(tmp_path)
 
 
-def test_streams_are_scored_a_chunk_at_a_time(known):
+def test_streams_are_scored_a_chunk_at_a_time(known_one):
     pulled = []
 
     def lines():
@@ -303,18 +217,18 @@ def test_streams_are_scored_a_chunk_at_a_time(known):
             pulled.append(i)
             yield line
 
-    stream = Predictor(known[0]).predict_stream(lines(), chunk=3)
+    stream = Predictor(known_one[0]).predict_stream(lines(), chunk=3)
     next(stream)
     assert len(pulled) == 3  # the first answer waits for a whole chunk, not one line
     assert len(list(stream)) == len(MIXED) - 1
 
 
-def test_predictor_is_reloaded_when_its_model_changes_and_the_old_one_let_go(known, tmp_path):
+def test_predictor_is_reloaded_when_its_model_changes_and_the_old_one_let_go(known_one, tmp_path):
     import gc
     import weakref
 
     folder = tmp_path / "artifacts"
-    shutil.copytree(known[0], folder)
+    shutil.copytree(known_one[0], folder)
     first = get_predictor(folder)
     old = [weakref.ref(first)]
     model = folder / "model.keras"
@@ -329,8 +243,8 @@ def test_predictor_is_reloaded_when_its_model_changes_and_the_old_one_let_go(kno
     assert [ref() is None for ref in old] == [True, True, True, False]  # one per folder
 
 
-def test_a_model_with_code_in_it_is_refused_and_a_broken_one_explained(known, tmp_path):
-    shutil.copy(known[0] / "tokenizer.json", tmp_path)
+def test_a_model_with_code_in_it_is_refused_and_a_broken_one_explained(known_one, tmp_path):
+    shutil.copy(known_one[0] / "tokenizer.json", tmp_path)
     inputs = keras.Input((None,), dtype="int32")
     x = keras.layers.Embedding(10, 1)(inputs)
     x = keras.layers.Lambda(lambda t: t * 2)(x)  # arbitrary code: must never be deserialized

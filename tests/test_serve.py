@@ -79,6 +79,7 @@ def test_a_review_far_over_any_sane_length_is_truncated_like_everywhere(base, pr
     huge = "별로 " * 2_000 + "좋아요 " * 18_000  # 80,000 characters, about 200 kB
     probs = scored(post(base, "/predict", {"reviews": [huge, "좋아요"]}))
     assert probs[0] == pytest.approx(predictor.predict_proba(huge[-300:])[0], abs=1e-5)
+    assert probs[1] == pytest.approx(predictor.predict_proba("좋아요")[0], abs=1e-5)  # unharmed
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -107,6 +108,17 @@ def test_bad_bodies_get_a_clear_json_error_and_the_right_status(base, path, body
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert message in error and "Traceback" not in error
+
+
+def test_a_body_sent_as_another_content_type_is_415(base):
+    body = json.dumps({"reviews": ["좋아요"]}).encode()
+    for kind in ("text/plain", "application/x-www-form-urlencoded"):  # curl -d sends the latter
+        response = requests.post(
+            f"{base}/predict", data=body, headers={"Content-Type": kind}, timeout=60
+        )
+        assert response.status_code == 415, response.text
+        assert "application/json" in response.json()["error"]
+    assert scored(requests.post(f"{base}/predict", data=body, timeout=60)).shape == (1,)
 
 
 def test_the_worker_survives_bad_input(base, predictor):
@@ -236,7 +248,9 @@ def test_the_page_and_the_api_schema_are_served(base):
     schema = requests.get(f"{base}/openapi.json", timeout=10).json()
     for path in ("/predict", "/explain"):
         body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
-        assert "reviews" in body["schema"]["properties"]
+        ref = body["schema"].get("$ref", "").rsplit("/", 1)[-1]  # inline or a named component
+        body_schema = schema["components"]["schemas"][ref] if ref else body["schema"]
+        assert body_schema["properties"]["reviews"]["items"]["type"] == "string"
     assert {"/health", "/info"} <= set(schema["paths"])
 
 
@@ -304,19 +318,19 @@ def test_a_new_model_is_picked_up_during_traffic_and_no_request_fails(
     old = Predictor(trained.artifacts_dir).predict_proba(reviews)
     new = Predictor(retrained.artifacts_dir).predict_proba(reviews)
     assert np.abs(old - new).max() > 1e-3, "the two models must answer differently"
-    config = trained.replace(artifacts_dir=folder, **LIMITS)
+    swapping = trained.replace(artifacts_dir=folder, **LIMITS)  # not the module's `config`
     answers, errors, stop = [], [], threading.Event()
 
     def client():
         while not stop.is_set():
             try:
                 answers.append(
-                    (time.monotonic(), scored(post(base, "/predict", {"reviews": reviews})))
+                    (time.monotonic(), scored(post(url, "/predict", {"reviews": reviews})))
                 )
             except Exception as exc:
                 errors.append(repr(exc))
 
-    with running(config) as base:
+    with running(swapping) as url:
         pool = [threading.Thread(target=client) for _ in range(4)]
         for thread in pool:
             thread.start()
@@ -334,8 +348,8 @@ def test_a_new_model_is_picked_up_during_traffic_and_no_request_fails(
         stop.set()
         for thread in pool:
             thread.join()
-        health = requests.get(f"{base}/health", timeout=10).json()
-        info = requests.get(f"{base}/info", timeout=10).json()
+        health = requests.get(f"{url}/health", timeout=10).json()
+        info = requests.get(f"{url}/info", timeout=10).json()
 
     assert not errors, errors[:3]
     assert any(t < swapped for t, _ in answers) and any(t > swapped for t, _ in answers)
@@ -351,17 +365,17 @@ def test_a_broken_model_file_keeps_the_previous_model_serving(trained, tmp_path)
     folder = tmp_path / "artifacts"
     shutil.copytree(trained.artifacts_dir, folder)
     expected = Predictor(trained.artifacts_dir).predict_proba(["좋아요"])
-    with running(trained.replace(artifacts_dir=folder, **LIMITS)) as base:
+    with running(trained.replace(artifacts_dir=folder, **LIMITS)) as url:
         (folder / "model.keras").write_bytes(b"not a model")
         deadline = time.monotonic() + 60
         health = {}
         while time.monotonic() < deadline and not health.get("reload_error"):
-            probs = scored(post(base, "/predict", {"reviews": ["좋아요"]}))
+            probs = scored(post(url, "/predict", {"reviews": ["좋아요"]}))
             np.testing.assert_allclose(probs, expected, atol=1e-5)
-            health = requests.get(f"{base}/health", timeout=10).json()
+            health = requests.get(f"{url}/health", timeout=10).json()
             time.sleep(0.05)
         assert "model.keras cannot be loaded" in health["reload_error"]
-        probs = scored(post(base, "/predict", {"reviews": ["좋아요"]}))
+        probs = scored(post(url, "/predict", {"reviews": ["좋아요"]}))
         np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
