@@ -40,7 +40,10 @@ def fixture_reviews(sample_path, n=None, cp949=False):
         ("reviews.txt", "lines"),
         ("reviews.xlsx", None),
         ("reviews", None),
+        ("리뷰 #2.csv", "csv"),  # a local name is not a URL: '#' and '?' are part of it
+        ("what?.tsv", "tsv"),
     ],
+    ids=lambda v: ascii(v),  # ASCII ids: mutmut reruns tests by id
 )
 def test_format_comes_from_the_name(name, fmt):
     assert format_from_name(name) == fmt
