@@ -97,8 +97,8 @@ def _decodes(data: bytes, codec: str) -> bool:
 
 def likely_encoding(line: bytes, head: bytes = b"", tried: str = "utf-8") -> str | None:
     """A guess at what `line` (bytes that `tried` could not decode) is encoded in, or None."""
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and codec_of(tried) != "utf-16":
+        return "utf-16"  # (read as UTF-16 already, the file is damaged: say nothing of UTF-16)
     return next(
         (g for g in _GUESSES if codec_of(g) != codec_of(tried) and _decodes(line, codec_of(g))),
         None,

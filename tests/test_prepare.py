@@ -375,3 +375,20 @@ def test_a_review_of_exactly_the_limit_is_not_long():
     assert at_limit.counts["long_review"] == 0 and at_limit.counts["rows"] == 1
     over = parse_lines(("1\t" + "가" * (LONG_REVIEW_CHARS + 1)).encode())
     assert over.counts["long_review"] == 1 and over.counts["rows"] == 1
+
+
+def test_a_source_refused_without_a_name_is_called_the_source():
+    cp949 = "좋아요\t5\n".encode("cp949") * 3
+    with pytest.raises(PipelineError, match=r"^the source is not valid UTF-8 \(line 1\); it looks"):
+        parse_lines(cp949)
+    with pytest.raises(PipelineError, match=r"^the source is not valid UTF-8 \(line 2\); it looks"):
+        parse_table(b"review\ty\n" + cp949, "tsv", "review", label_column="y")
+
+
+def test_json_cells_that_are_not_strings_are_read_as_their_json_text():
+    """A JSON Lines review may be a number or a list: its JSON text, which cleaning then trims."""
+    lines = [{"text": 2024, "y": 1}, {"text": ["좋아", "요"], "y": 0}, {"text": {"맛": 5}, "y": 1}]
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines).encode()
+    parsed = parse_table(data, "jsonl", "text", label_column="y")
+    assert parsed.reviews == ["2024", '["좋아", "요"]', '{"맛": 5}']
+    assert label_and_clean(parsed)[0]["text"].tolist() == ["2024", "좋아 요", "맛 5"]

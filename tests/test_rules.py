@@ -199,12 +199,13 @@ def real_lines(sample_path) -> list[tuple[int, str]]:
 
 
 def run_stages(root, source: Source, rows, *names, **settings):
-    """Write `rows` as `source` would hold them and run the named stages on it, as the CLI does."""
+    """Write `rows` as `source` would hold them and run download, prepare and the named stages
+    on it, as the CLI does."""
     path = root / source.name
     root.mkdir(parents=True, exist_ok=True)
     path.write_bytes(source.write(rows))
     config = tiny_config(root, path, **{**source.settings, **settings})
-    run_pipeline(config, names=("download", *names), force=True, quiet=True)
+    run_pipeline(config, names=("download", "prepare", *names), force=True, quiet=True)
     return config
 
 
@@ -234,8 +235,7 @@ def rare_lines(real_lines):
 def project(tmp_path_factory, source, real_lines):
     """The real lines plus the rare ones, through download, prepare and tokenize (defaults)."""
     lines = real_lines + rare_lines(real_lines)
-    config = run_stages(tmp_path_factory.mktemp(f"rules-{source.id}"), source, lines, "prepare")
-    run_pipeline(config, names=("tokenize",), force=True, quiet=True)
+    config = run_stages(tmp_path_factory.mktemp(f"rules-{source.id}"), source, lines, "tokenize")
     return config, lines, read_splits(config)
 
 
@@ -252,7 +252,7 @@ def relabel(real_lines):
 @pytest.fixture(scope="module")
 def relabelled(tmp_path_factory, source, real_lines):
     lines = relabel(real_lines)
-    config = run_stages(tmp_path_factory.mktemp(f"ratings-{source.id}"), source, lines, "prepare")
+    config = run_stages(tmp_path_factory.mktemp(f"ratings-{source.id}"), source, lines)
     return lines, pd.concat(read_splits(config).values())
 
 
@@ -304,7 +304,7 @@ def test_every_review_is_cleaned_by_the_one_cleaning_function(tmp_path, source, 
         (r, f"{NOISE[i % len(NOISE)]}{review}{NOISE[(i * 5) % len(NOISE)]}ㄱㅣ 힣 09")
         for i, (r, review) in enumerate(real_lines[:240])
     ]
-    rows = pd.concat(read_splits(run_stages(tmp_path, source, lines, "prepare")).values())
+    rows = pd.concat(read_splits(run_stages(tmp_path, source, lines)).values())
     expected = {clean_text(review) for _, review in lines}
     assert len(expected) > 200 and all(t.endswith("ㄱㅣ 힣 09") for t in expected)
     assert sorted(rows["text"]) == sorted(expected)
@@ -324,7 +324,7 @@ def test_duplicates_are_judged_after_cleaning_and_the_first_one_is_kept(
     # Reviews that differ after cleaning are different reviews, however close.
     near = [(5, "정말 좋아요"), (1, "정말좋아요"), (4, "좋아요 1"), (2, "좋아요 2")]
     lines = originals + copies + near
-    config = run_stages(tmp_path, source, lines, "prepare")
+    config = run_stages(tmp_path, source, lines)
     rows = pd.concat(read_splits(config).values())
 
     first_label = {}
@@ -385,22 +385,20 @@ def test_a_character_only_in_validation_or_test_encodes_as_oov(project):
     assert encoded["x_train"].min() == 0 and OOV_INDEX not in encoded["x_train"]
 
 
+@pytest.fixture(scope="module")
+def short_reviews(tmp_path_factory, source, real_lines):
+    """150 real lines through download and prepare, once per source: tokenize reruns on them."""
+    return run_stages(tmp_path_factory.mktemp(f"short-{source.id}"), source, real_lines[:150])
+
+
 @pytest.mark.parametrize("padding", ["pre", "post"])
 @pytest.mark.parametrize("truncating", ["pre", "post"])
 def test_reviews_are_padded_and_truncated_to_maxlen_on_the_configured_sides(
-    tmp_path, source, real_lines, padding, truncating
+    short_reviews, padding, truncating
 ):
     maxlen = 12
-    config = run_stages(
-        tmp_path,
-        source,
-        real_lines[:150],
-        "prepare",
-        "tokenize",
-        maxlen=maxlen,
-        padding=padding,
-        truncating=truncating,
-    )
+    config = short_reviews.replace(maxlen=maxlen, padding=padding, truncating=truncating)
+    run_pipeline(config, names=("prepare", "tokenize"), quiet=True)  # prepare is fresh: skipped
     index = read_tokenizer(config)["word_index"]
     encoded = np.load(config.encoded_path)
     lengths = set()
@@ -432,7 +430,7 @@ def test_the_same_rows_in_every_format_give_byte_identical_splits(tmp_path, real
     lines = originals + noisy[::3] + [(1, "!!!"), (5, "")]
     written = {}
     for source in SOURCES:
-        config = run_stages(tmp_path / source.id, source, lines, "prepare", "tokenize")
+        config = run_stages(tmp_path / source.id, source, lines, "tokenize")
         splits = {name: config.split_path(name).read_bytes() for name in SPLITS}
         written[source.id] = (source, splits, config)
 

@@ -13,6 +13,7 @@ from pipeline.tables import (
     decode_source,
     format_from_name,
     likely_encoding,
+    open_text,
     read_table,
     source_layout,
 )
@@ -39,7 +40,10 @@ def fixture_reviews(sample_path, n=None, cp949=False):
         ("reviews.txt", "lines"),
         ("reviews.xlsx", None),
         ("reviews", None),
+        ("리뷰 #2.csv", "csv"),  # a local name is not a URL: '#' and '?' are part of it
+        ("what?.tsv", "tsv"),
     ],
+    ids=lambda v: ascii(v),  # ASCII ids: mutmut reruns tests by id
 )
 def test_format_comes_from_the_name(name, fmt):
     assert format_from_name(name) == fmt
@@ -165,3 +169,90 @@ def test_json_lines_rows_and_bad_lines():
     ]
     with pytest.raises(PipelineError, match="line 1 of r.jsonl is not a JSON object"):
         read_table(io.StringIO("[1]\n"), "jsonl", "r.jsonl")
+
+
+# -- the whole file is checked, to its last byte ---------------------------------------------
+def test_a_bad_byte_far_into_the_file_is_found_and_its_line_named(tmp_path):
+    """Checked block by block to the end: a cp949 line after 10,000 UTF-8 bytes is found, and
+    the line count starts at the file's first byte (the first line starts with Hangul)."""
+    path = tmp_path / "r.csv"
+    good = "리뷰,평점\n" + "".join(f"좋아요 {i},5\n" for i in range(800))
+    path.write_bytes(good.encode() + "별로예요,1\n".encode("cp949") + "끝,5\n".encode())
+    assert len(good.encode()) > 10_000
+    with pytest.raises(PipelineError) as info:
+        check_decodes(path, "utf-8")
+    assert str(info.value) == (
+        f"{path} is not valid UTF-8 (line 802); it looks like cp949 (Korean Windows and Excel, "
+        "a superset of EUC-KR), so pass --encoding cp949"
+    )
+
+
+def test_a_file_cut_inside_its_last_character_is_refused(tmp_path):
+    path = tmp_path / "r.txt"
+    path.write_bytes("리뷰\n좋아요\n".encode() + "요".encode()[:2])
+    with pytest.raises(PipelineError, match=r"is not valid UTF-8 \(line 3\)"):
+        check_decodes(path, "utf-8")
+
+
+def test_a_damaged_utf16_file_read_as_utf16_is_refused_without_naming_utf16_again(tmp_path):
+    """Big-endian UTF-16 with a broken surrogate pair on line 2: each line decodes alone (read
+    without the BOM, as little-endian), the whole does not; no use telling someone who passed
+    utf-16 to pass utf-16."""
+    path = tmp_path / "r.txt"
+    path.write_bytes(codecs.BOM_UTF16_BE + "A\n".encode("utf-16-be") + b"\xd8\x00\x00B")
+    with pytest.raises(PipelineError) as info:
+        check_decodes(path, "utf-16")
+    assert str(info.value) == (
+        f"{path} is not valid utf-16 and does not look like cp949 either; pass --encoding with "
+        "the encoding it was saved in"
+    )
+    path.write_bytes("A\n".encode("utf-16")[:-1])  # cut off: its last line does not decode
+    with pytest.raises(PipelineError, match=r"is not valid utf-16 \(line 1\) and does not look"):
+        check_decodes(path, "utf-16")
+
+
+def test_a_utf8_file_read_as_cp949_is_named_utf8(tmp_path):
+    path = tmp_path / "r.txt"
+    path.write_bytes("리뷰\n좋아요\n".encode())
+    with pytest.raises(PipelineError) as info:
+        check_decodes(path, "cp949")
+    assert str(info.value) == (
+        f"{path} is not valid cp949 (Korean Windows and Excel, a superset of EUC-KR) (line 2); "
+        "it looks like UTF-8, so pass --encoding utf-8"
+    )
+
+
+def test_a_workbook_is_named_with_what_to_do(tmp_path):
+    path = tmp_path / "r.xls"
+    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\xff\xfe")  # the old .xls
+    with pytest.raises(PipelineError) as info:
+        check_decodes(path, "utf-8")
+    assert str(info.value) == (
+        f"{path} is an Excel workbook, not a text table; save it from Excel as 'CSV UTF-8' and "
+        "use that file"
+    )
+
+
+# -- writing a table, and reading one with progress ---------------------------------------------
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_table_writer_writes_each_format_with_the_added_columns_last(fmt):
+    out = io.StringIO(newline="")
+    writer = TableWriter(out, fmt, ["id", "review"], ["label", "p"])
+    row = {"id": 1, "review": "좋아, 정말"} if fmt == "jsonl" else ["1", "좋아, 정말"]
+    writer.write(row, {"label": "긍정", "p": 0.75})
+    expected = {
+        "csv": 'id,review,label,p\n1,"좋아, 정말",긍정,0.75\n',
+        "tsv": "id\treview\tlabel\tp\n1\t좋아, 정말\t긍정\t0.75\n",
+        "jsonl": '{"id": 1, "review": "좋아, 정말", "label": "긍정", "p": 0.75}\n',
+    }
+    assert out.getvalue() == expected[fmt]
+
+
+def test_open_text_decodes_keeps_line_ends_and_counts_every_byte():
+    data = "리뷰\r\n좋아요\n".encode("cp949") * 5000
+    counted = []
+    with open_text(io.BytesIO(data), "cp949", counted.append) as text:
+        assert text.read() == "리뷰\r\n좋아요\n" * 5000  # newline='': the csv module's line ends
+    assert sum(counted) == len(data) and len(counted) > 1
+    with open_text(io.BytesIO("\ufeff리뷰\n".encode()), "utf-8") as text:
+        assert text.read() == "리뷰\n"  # UTF-8 reads with or without a BOM
