@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import copy
 import datetime as dt
+import gc
 import json
 import logging
 import queue
@@ -112,6 +113,7 @@ class Scorer:
         self.loaded_at = _now()
         self.reload_error: str | None = None  # why the latest model files could not be loaded
         self._loading = False
+        self._swapped = False  # a new predictor is in: the old one is garbage after this batch
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="scorer", daemon=True)
         self._thread.start()
@@ -155,6 +157,12 @@ class Scorer:
                 jobs.append(job)
                 size += len(job[0])
             self._score(jobs)
+            if self._swapped:
+                # A Keras model is full of reference cycles: only a collection frees the old one
+                # (about a model's size per swap, for good, otherwise). The batch that may still
+                # have used it is done, so it is garbage now.
+                self._swapped = False
+                gc.collect()
 
     def _score(self, jobs: list[tuple[list[str], concurrent.futures.Future]]) -> None:
         jobs = [(texts, f) for texts, f in jobs if f.set_running_or_notify_cancel()]
@@ -185,7 +193,7 @@ class Scorer:
     def _reload(self, stamps: tuple[int, int]) -> None:
         try:
             self.predictor, self.model_sha256 = self._load()
-            self.loaded_at, self.reload_error = _now(), None
+            self.loaded_at, self.reload_error, self._swapped = _now(), None, True
             log.info(
                 "loaded the new model in %s (sha256 %s)", self.artifacts_dir, self.model_sha256[:12]
             )
