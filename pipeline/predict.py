@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import functools
+import gc
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -241,9 +242,13 @@ def get_predictor(artifacts_dir: str | Path = DEFAULT_ARTIFACTS) -> Predictor:
         cached = _PREDICTORS.get(folder)
         if cached is not None and cached[0] == key:
             return cached[1]
-        _PREDICTORS.pop(folder, None)  # let go of the old one before loading the new
+        stale = _PREDICTORS.pop(folder, None)
         predictor = Predictor(folder)
         _PREDICTORS[folder] = (key, predictor)
+        if stale is not None:
+            # A Keras model is full of reference cycles: only a collection frees the old one.
+            del stale
+            gc.collect()
         return predictor
 
 

@@ -15,12 +15,14 @@ import concurrent.futures
 import contextlib
 import copy
 import datetime as dt
+import gc
 import json
 import logging
 import queue
 import socket
 import threading
 import time
+import weakref
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,7 @@ class Scorer:
         self.loaded_at = _now()
         self.reload_error: str | None = None  # why the latest model files could not be loaded
         self._loading = False
+        self._retired: list[tuple[weakref.ref, int]] = []  # swapped-out models, tries left
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="scorer", daemon=True)
         self._thread.start()
@@ -155,6 +158,7 @@ class Scorer:
                 jobs.append(job)
                 size += len(job[0])
             self._score(jobs)
+            self._free_retired()
 
     def _score(self, jobs: list[tuple[list[str], concurrent.futures.Future]]) -> None:
         jobs = [(texts, f) for texts, f in jobs if f.set_running_or_notify_cancel()]
@@ -175,6 +179,18 @@ class Scorer:
             future.set_result(probs[start : start + len(job_texts)])
             start += len(job_texts)
 
+    def _free_retired(self) -> None:
+        """Collect garbage until swapped-out models are gone (a few batches at most).
+
+        A Keras model is full of reference cycles: only a collection frees it, else about a
+        model's size stays for good per swap. A batch or explanation may still hold the old
+        one when it is swapped out, so this runs after batches until it is free.
+        """
+        if not self._retired:
+            return
+        gc.collect()
+        self._retired = [(ref, left - 1) for ref, left in self._retired if ref() and left > 1]
+
     def _current_predictor(self) -> Predictor:
         stamps = artifact_stamps(self.artifacts_dir)
         if stamps != self._stamps and not self._loading:
@@ -184,8 +200,10 @@ class Scorer:
 
     def _reload(self, stamps: tuple[int, int]) -> None:
         try:
+            retired = weakref.ref(self.predictor.model)
             self.predictor, self.model_sha256 = self._load()
             self.loaded_at, self.reload_error = _now(), None
+            self._retired = [*self._retired, (retired, 10)]
             log.info(
                 "loaded the new model in %s (sha256 %s)", self.artifacts_dir, self.model_sha256[:12]
             )

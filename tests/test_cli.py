@@ -49,7 +49,7 @@ def assert_clean_error(result, code, message):
 def test_help_lists_every_command():
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("run", *STAGE_NAMES, "predict", "status"):
+    for command in ("run", *STAGE_NAMES, "predict", "status", "export", "serve"):
         assert command in result.stdout
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from pipeline.stages import STAGE_NAMES
-from tests.test_cli import cli
+from tests.test_cli import cli, run_main
 
 TINY_TOML = """
 embedding_dim = 8
@@ -70,11 +70,14 @@ def test_run_over_http_then_predict_in_a_new_process(tmp_path, sample_path, stat
     assert listed.startswith("[") and listed.count("'") == 4
     assert single in ("긍정", "부정")
 
-    again = cli("run", "--source", url, "--config", tmp_path / "tiny.toml", "--epochs", 1, *dirs)
+    # The rerun and the status need no fresh process: the same main, in this one.
+    again = run_main(
+        "run", "--source", url, "--config", tmp_path / "tiny.toml", "--epochs", 1, *dirs
+    )
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skipped") == len(STAGE_NAMES)
 
-    status = cli(
+    status = run_main(
         "status", "--source", url, "--config", tmp_path / "tiny.toml", "--epochs", 1, *dirs
     )
     assert [line.split()[1] for line in status.stdout.splitlines()] == ["fresh"] * len(STAGE_NAMES)

@@ -47,8 +47,7 @@ def wait_for_line(process, needle, timeout=120):
     raise AssertionError(f"never printed {needle!r}; output:\n{''.join(seen)}")
 
 
-@pytest.mark.parametrize("kill_after", ["Epoch 1/", "Epoch 3/"])
-def test_sigkill_during_training_keeps_the_old_model_and_the_next_run_recovers(project, kill_after):
+def test_sigkill_during_training_keeps_the_old_model_and_the_next_run_recovers(project):
     dirs = ["--data-dir", project / "data", "--artifacts-dir", project / "artifacts"]
     model = project / "artifacts" / "model.keras"
     before = model.read_bytes()
@@ -56,7 +55,7 @@ def test_sigkill_during_training_keeps_the_old_model_and_the_next_run_recovers(p
     old_prob = Predictor(project / "artifacts").predict_proba(review)
 
     trainer = start_cli("train", "--epochs", 200, *dirs)
-    wait_for_line(trainer, kill_after)
+    wait_for_line(trainer, "Epoch 3/")  # past two epochs' checkpoints: none may reach the model
 
     # A second run on the same folders meanwhile is refused, naming the holder.
     second = subprocess.run(

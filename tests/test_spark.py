@@ -5,7 +5,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.predict import Predictor, label_of
 from pipeline.spark import format_of, require_pyspark, score, score_path, spark_session
-from tests.test_cli import assert_clean_error, cli
+from tests.test_cli import assert_clean_error, cli, run_main
 from tests.test_tables import fixture_reviews
 
 HOSTILE = [
@@ -296,13 +295,14 @@ def test_missing_input_is_one_sentence(spark, trained, tmp_path):
         )
 
 
-def test_missing_java_is_one_sentence_naming_the_package(tmp_path):
+def test_missing_java_is_one_sentence_naming_the_package(tmp_path, monkeypatch):
     # JAVA_HOME and PATH where there is no java, as on a machine without one
-    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "PATH": str(tmp_path)}
-    env["PYTHONPATH"] = os.getcwd()
-    command = [sys.executable, "-m", "pipeline", "predict", "--engine", "spark"]
-    command += ["--input", str(tmp_path / "r.csv"), "--output", str(tmp_path / "out.csv")]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-java"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = run_main(
+        "predict", "--engine", "spark", "--input", tmp_path / "r.csv",
+        "--output", tmp_path / "out.csv",
+    )  # fmt: skip
     assert_clean_error(result, 1, "Spark needs a Java runtime (17 or newer) and JAVA_HOME=")
     assert "apt-get install default-jre-headless" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -340,5 +340,5 @@ def test_format_comes_from_the_flag_or_the_suffix(path, fmt, found):
 
 
 def test_spark_flags_without_the_spark_engine_are_refused(tmp_path):
-    result = cli("predict", "--input", tmp_path / "x.parquet", "--format", "parquet")
+    result = run_main("predict", "--input", tmp_path / "x.parquet", "--format", "parquet")
     assert_clean_error(result, 1, "--format parquet and --master are for --engine spark")
