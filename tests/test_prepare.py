@@ -1,3 +1,4 @@
+import codecs
 import json
 import warnings
 
@@ -392,3 +393,26 @@ def test_json_cells_that_are_not_strings_are_read_as_their_json_text():
     parsed = parse_table(data, "jsonl", "text", label_column="y")
     assert parsed.reviews == ["2024", '["좋아", "요"]', '{"맛": 5}']
     assert label_and_clean(parsed)[0]["text"].tolist() == ["2024", "좋아 요", "맛 5"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_table_with_a_bom_and_a_corrupt_line_counts_both_and_strict_names_the_line(fmt):
+    """Excel's BOM is counted once; one line in 200 that does not decode is corruption: counted,
+    kept without its bad bytes, and refused under --strict, naming its line."""
+    if fmt == "csv":
+        head, rows = b"review,stars\n", [f"좋아요 {i},5\n".encode() for i in range(198)]
+        bad = b"\xff\xfe broken,1\n"
+    else:
+        head = b""
+        rows = [
+            json.dumps({"review": f"좋아요 {i}", "stars": 5}).encode() + b"\n" for i in range(199)
+        ]
+        bad = b'{"review": "\xff\xfe broken", "stars": 1}\n'
+    data = codecs.BOM_UTF8 + head + b"".join(rows[:100]) + bad + b"".join(rows[100:])
+    parsed = parse_table(data, fmt, "review", rating_column="stars")
+    c = parsed.counts
+    assert (c["bom"], c["bad_encoding"], c["rows"]) == (1, 1, len(rows) + 1)
+    assert parsed.reviews[100] == "\ufffd\ufffd broken" and parsed.labels[100] == 0
+    line = 102 if fmt == "csv" else 101
+    with pytest.raises(PipelineError, match=rf"^line {line} does not decode in the source's enc"):
+        parse_table(data, fmt, "review", rating_column="stars", strict=True)
