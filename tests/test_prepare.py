@@ -416,3 +416,21 @@ def test_a_table_with_a_bom_and_a_corrupt_line_counts_both_and_strict_names_the_
     line = 102 if fmt == "csv" else 101
     with pytest.raises(PipelineError, match=rf"^line {line} does not decode in the source's enc"):
         parse_table(data, fmt, "review", rating_column="stars", strict=True)
+
+
+def test_a_table_refused_for_its_columns_names_the_file_and_the_flag_to_fix():
+    csv_data = "id,review,stars\n1,좋아요,5\n".encode()
+    cases = [
+        (dict(text_column="text", rating_column="stars"), "'text'", "--text-column"),
+        (dict(text_column="review", rating_column="score"), "'score'", "--rating-column"),
+        (dict(text_column="review", label_column="y"), "'y'", "--label-column"),
+    ]
+    for columns, missing, flag in cases:
+        with pytest.raises(PipelineError) as info:
+            parse_table(csv_data, "csv", name="내 리뷰.csv", **columns)
+        assert str(info.value) == (
+            f"내 리뷰.csv has no column {missing}; its columns are 'id', 'review', 'stars': pass "
+            f"one of them as {flag}"
+        )
+    with pytest.raises(PipelineError, match=r"^내 리뷰\.csv is empty; a csv file starts with a"):
+        parse_table(b"", "csv", "review", rating_column="stars", name="내 리뷰.csv")
