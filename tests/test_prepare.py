@@ -434,3 +434,26 @@ def test_a_table_refused_for_its_columns_names_the_file_and_the_flag_to_fix():
         )
     with pytest.raises(PipelineError, match=r"^내 리뷰\.csv is empty; a csv file starts with a"):
         parse_table(b"", "csv", "review", rating_column="stars", name="내 리뷰.csv")
+
+
+@pytest.mark.parametrize(
+    "row,columns,kind",
+    [
+        ("좋아,5,extra", dict(rating_column="stars"), "is not a row of the table"),
+        ("좋아,x", dict(rating_column="stars"), "has a rating that is not a whole number"),
+        ("좋아,3", dict(rating_column="stars"), "has rating 3"),
+        ("좋아,2", dict(label_column="stars"), "has a label that is not 0 or 1"),
+    ],
+    ids=["bad-row", "bad-rating", "neutral", "bad-label"],
+)
+def test_strict_mode_names_the_table_line_of_each_problem(row, columns, kind):
+    data = f'review,stars\n"여러\n줄",1\n{row}\n좋아요,1\n'.encode()  # a quoted review spans 2-3
+    with pytest.raises(PipelineError, match=rf"^line 4 {kind}"):
+        parse_table(data, "csv", "review", strict=True, **columns)
+    assert parse_table(data, "csv", "review", **columns).counts["rows"] == 2  # lenient: skipped
+
+
+def test_strict_mode_names_the_json_line_without_a_review():
+    data = b'{"review": "\xec\xa2\x8b\xec\x95\x84", "y": 1}\n\n{"y": 0}\n'
+    with pytest.raises(PipelineError, match=r"^line 3 has no review cell"):
+        parse_table(data, "jsonl", "review", label_column="y", strict=True)
