@@ -1,3 +1,4 @@
+import codecs
 import json
 import warnings
 
@@ -392,3 +393,67 @@ def test_json_cells_that_are_not_strings_are_read_as_their_json_text():
     parsed = parse_table(data, "jsonl", "text", label_column="y")
     assert parsed.reviews == ["2024", '["좋아", "요"]', '{"맛": 5}']
     assert label_and_clean(parsed)[0]["text"].tolist() == ["2024", "좋아 요", "맛 5"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_table_with_a_bom_and_a_corrupt_line_counts_both_and_strict_names_the_line(fmt):
+    """Excel's BOM is counted once; one line in 200 that does not decode is corruption: counted,
+    kept without its bad bytes, and refused under --strict, naming its line."""
+    if fmt == "csv":
+        head, rows = b"review,stars\n", [f"좋아요 {i},5\n".encode() for i in range(198)]
+        bad = b"\xff\xfe broken,1\n"
+    else:
+        head = b""
+        rows = [
+            json.dumps({"review": f"좋아요 {i}", "stars": 5}).encode() + b"\n" for i in range(199)
+        ]
+        bad = b'{"review": "\xff\xfe broken", "stars": 1}\n'
+    data = codecs.BOM_UTF8 + head + b"".join(rows[:100]) + bad + b"".join(rows[100:])
+    parsed = parse_table(data, fmt, "review", rating_column="stars")
+    c = parsed.counts
+    assert (c["bom"], c["bad_encoding"], c["rows"]) == (1, 1, len(rows) + 1)
+    assert parsed.reviews[100] == "\ufffd\ufffd broken" and parsed.labels[100] == 0
+    line = 102 if fmt == "csv" else 101
+    with pytest.raises(PipelineError, match=rf"^line {line} does not decode in the source's enc"):
+        parse_table(data, fmt, "review", rating_column="stars", strict=True)
+
+
+def test_a_table_refused_for_its_columns_names_the_file_and_the_flag_to_fix():
+    csv_data = "id,review,stars\n1,좋아요,5\n".encode()
+    cases = [
+        (dict(text_column="text", rating_column="stars"), "'text'", "--text-column"),
+        (dict(text_column="review", rating_column="score"), "'score'", "--rating-column"),
+        (dict(text_column="review", label_column="y"), "'y'", "--label-column"),
+    ]
+    for columns, missing, flag in cases:
+        with pytest.raises(PipelineError) as info:
+            parse_table(csv_data, "csv", name="내 리뷰.csv", **columns)
+        assert str(info.value) == (
+            f"내 리뷰.csv has no column {missing}; its columns are 'id', 'review', 'stars': pass "
+            f"one of them as {flag}"
+        )
+    with pytest.raises(PipelineError, match=r"^내 리뷰\.csv is empty; a csv file starts with a"):
+        parse_table(b"", "csv", "review", rating_column="stars", name="내 리뷰.csv")
+
+
+@pytest.mark.parametrize(
+    "row,columns,kind",
+    [
+        ("좋아,5,extra", dict(rating_column="stars"), "is not a row of the table"),
+        ("좋아,x", dict(rating_column="stars"), "has a rating that is not a whole number"),
+        ("좋아,3", dict(rating_column="stars"), "has rating 3"),
+        ("좋아,2", dict(label_column="stars"), "has a label that is not 0 or 1"),
+    ],
+    ids=["bad-row", "bad-rating", "neutral", "bad-label"],
+)
+def test_strict_mode_names_the_table_line_of_each_problem(row, columns, kind):
+    data = f'review,stars\n"여러\n줄",1\n{row}\n좋아요,1\n'.encode()  # a quoted review spans 2-3
+    with pytest.raises(PipelineError, match=rf"^line 4 {kind}"):
+        parse_table(data, "csv", "review", strict=True, **columns)
+    assert parse_table(data, "csv", "review", **columns).counts["rows"] == 2  # lenient: skipped
+
+
+def test_strict_mode_names_the_json_line_without_a_review():
+    data = b'{"review": "\xec\xa2\x8b\xec\x95\x84", "y": 1}\n\n{"y": 0}\n'
+    with pytest.raises(PipelineError, match=r"^line 3 has no review cell"):
+        parse_table(data, "jsonl", "review", label_column="y", strict=True)

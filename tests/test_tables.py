@@ -9,6 +9,7 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.tables import (
     TableWriter,
+    _decodes,
     check_decodes,
     decode_source,
     format_from_name,
@@ -256,3 +257,46 @@ def test_open_text_decodes_keeps_line_ends_and_counts_every_byte():
     assert sum(counted) == len(data) and len(counted) > 1
     with open_text(io.BytesIO("\ufeff리뷰\n".encode()), "utf-8") as text:
         assert text.read() == "리뷰\n"  # UTF-8 reads with or without a BOM
+
+
+def test_tables_that_cannot_be_read_say_why_in_one_sentence():
+    def refusal(text: str, fmt: str) -> str:
+        with pytest.raises(PipelineError) as info:
+            read_table(io.StringIO(text, newline=""), fmt, f"r.{fmt}")
+        return str(info.value)
+
+    assert refusal("", "jsonl") == "r.jsonl has no JSON lines; check the file"
+    assert refusal("\n\n[1]\n", "jsonl") == (
+        "line 3 of r.jsonl is not a JSON object, so the file's columns are unknown; fix that line"
+    )
+    assert refusal("", "tsv") == "r.tsv is empty; a tsv file starts with a header row"
+    table = read_table(io.StringIO("번호,리뷰\n"), "csv", "r.csv")
+    with pytest.raises(PipelineError) as info:
+        table.getter(None, "r.csv", "--text-column")
+    assert str(info.value) == (
+        "pass --text-column naming the review column of r.csv; its columns are '번호', '리뷰'"
+    )
+    blank_header = read_table(io.StringIO("\n1,2\n"), "csv", "r.csv")
+    with pytest.raises(PipelineError, match=r"its columns are none: pass one of them as --column$"):
+        blank_header.getter("x", "r.csv")
+
+
+def test_one_percent_of_undecodable_lines_is_corruption_more_is_a_wrong_encoding():
+    good = ["5\t좋아요".encode()] * 198
+    two_bad = b"\n".join([*good[:99], b"1\t\xff", *good[99:], b"2\t\xfe"])  # 2 in 200: 1%
+    assert decode_source(two_bad, "utf-8", "src").bad_lines == [100, 200]
+    with pytest.raises(PipelineError, match=r"^src is not valid UTF-8 \(line 100\)"):
+        decode_source(two_bad + b"\n3\t\xff", "utf-8", "src")  # 3 in 201
+
+
+def test_a_source_that_fails_only_as_a_whole_is_refused_naming_no_line():
+    # UTF-16-LE "A\n", then a lone high surrogate and half a character: split at b"\n", each
+    # part decodes alone (the second one out of step), the whole does not
+    damaged = codecs.BOM_UTF16_LE + "A\n".encode("utf-16-le") + b"\x00\xd8A"
+    assert all(_decodes(part, "utf-16") for part in damaged.split(b"\n"))
+    with pytest.raises(PipelineError) as info:
+        decode_source(damaged, "utf-16", "src")
+    assert str(info.value) == (
+        "src is not valid utf-16 and does not look like cp949 either; pass --encoding with the "
+        "encoding it was saved in"
+    )
