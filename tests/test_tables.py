@@ -132,7 +132,7 @@ def test_a_few_corrupt_lines_are_kept_but_a_wrong_encoding_is_refused():
 def test_csv_round_trips_quotes_newlines_duplicate_names_and_short_rows():
     text = 'id,review,id\r\n1,"여러 줄\r\n리뷰, ""따옴표""",x\r\n2,짧은 행\r\n\r\n3,끝,y\r\n'
     table = read_table(io.StringIO(text, newline=""), "csv", "t.csv")
-    assert table.columns == ["id", "review", "id"]
+    assert (table.format, table.columns) == ("csv", ["id", "review", "id"])
     review = table.getter("review", "t.csv")
     rows = list(table.rows)
     assert [line for line, _ in rows] == [2, 4, 6]  # the line each row starts on
