@@ -457,3 +457,11 @@ def test_strict_mode_names_the_json_line_without_a_review():
     data = b'{"review": "\xec\xa2\x8b\xec\x95\x84", "y": 1}\n\n{"y": 0}\n'
     with pytest.raises(PipelineError, match=r"^line 3 has no review cell"):
         parse_table(data, "jsonl", "review", label_column="y", strict=True)
+
+
+def test_a_long_review_in_a_table_is_counted_kept_and_named_under_strict():
+    data = ("review,stars\n좋아,5\n" + "가" * (LONG_REVIEW_CHARS + 1) + ",1\n").encode()
+    parsed = parse_table(data, "csv", "review", rating_column="stars")
+    assert parsed.counts["long_review"] == 1 and parsed.labels == [1, 0]
+    with pytest.raises(PipelineError, match=r"^line 3 has a review over 10,000 characters"):
+        parse_table(data, "csv", "review", rating_column="stars", strict=True)

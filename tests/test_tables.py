@@ -132,7 +132,7 @@ def test_a_few_corrupt_lines_are_kept_but_a_wrong_encoding_is_refused():
 def test_csv_round_trips_quotes_newlines_duplicate_names_and_short_rows():
     text = 'id,review,id\r\n1,"여러 줄\r\n리뷰, ""따옴표""",x\r\n2,짧은 행\r\n\r\n3,끝,y\r\n'
     table = read_table(io.StringIO(text, newline=""), "csv", "t.csv")
-    assert table.columns == ["id", "review", "id"]
+    assert (table.format, table.columns) == ("csv", ["id", "review", "id"])
     review = table.getter("review", "t.csv")
     rows = list(table.rows)
     assert [line for line, _ in rows] == [2, 4, 6]  # the line each row starts on
@@ -300,3 +300,22 @@ def test_a_source_that_fails_only_as_a_whole_is_refused_naming_no_line():
         "src is not valid utf-16 and does not look like cp949 either; pass --encoding with the "
         "encoding it was saved in"
     )
+
+
+def test_a_refused_source_is_named_after_its_first_undecodable_line():
+    """The guess comes from the first line that failed, not the file or the line before it."""
+    garbage = b"1\t\xff\xff\n"  # neither UTF-8 nor cp949
+    cp949_first = b"5\tok\n" + "1\t별로\n".encode("cp949") + garbage * 5
+    with pytest.raises(
+        PipelineError, match=r"^src is not valid UTF-8 \(line 2\); it looks like cp"
+    ):
+        decode_source(cp949_first, "utf-8", "src")
+    garbage_first = b"5\tok\n" + garbage * 5
+    with pytest.raises(PipelineError, match=r"\(line 2\) and does not look like cp949 either"):
+        decode_source(garbage_first, "utf-8", "src")
+
+
+def test_a_few_corrupt_lines_in_a_cp949_source_leave_the_rest_read_as_cp949():
+    lines = ["5\t좋아요".encode("cp949")] * 199 + [b"1\t\xff broken"]
+    decoded = decode_source(b"\n".join(lines), "cp949", "src")
+    assert decoded.bad_lines == [200] and decoded.text.count("좋아요") == 199
