@@ -275,8 +275,6 @@ def _validate(config: Config) -> None:
         raise PipelineError("pretraining needs mask_padding = true; or set pretrain = 'none'")
     if not 0 < config.mask_rate < 1:
         raise PipelineError("mask_rate must be between 0 and 1")
-    if config.warmup_epochs < 0 or config.warmup_epochs >= config.epochs:
-        raise PipelineError("warmup_epochs must be at least 0 and fewer than epochs")
     if config.pretrained_lr_scale <= 0:
         raise PipelineError("pretrained_lr_scale must be positive")
     if config.pretrain_epochs < 1 or config.pretrain_batch_size < 1:
@@ -289,6 +287,8 @@ def _validate(config: Config) -> None:
         raise PipelineError("cluster_timeout must be a positive number of seconds")
     if config.maxlen < 1 or config.epochs < 1 or config.batch_size < 1:
         raise PipelineError("maxlen, epochs and batch_size must be positive")
+    if config.warmup_epochs < 0 or config.warmup_epochs >= config.epochs:
+        raise PipelineError("warmup_epochs must be at least 0 and fewer than epochs")
     if not config.rnn_units or any(u < 1 for u in config.rnn_units):
         raise PipelineError("rnn_units must list at least one positive layer size")
     if not config.baseline_c or any(c <= 0 for c in config.baseline_c):
