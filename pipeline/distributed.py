@@ -165,10 +165,12 @@ def check_same_inputs(strategy, cluster: Cluster, config: Config) -> None:
     with peer_failures(cluster):
         seen = strategy.gather(tf.constant(words[None, :]), axis=0).numpy()
     if (seen != words).any():
+        files = "data/processed/encoded.npz, artifacts/tokenizer.json"
+        if config.pretrain != "none":
+            files += ", artifacts/pretrained.keras"
         raise PipelineError(
-            "the workers' prepared data, tokenizer, pretrained encoder or training settings "
-            "differ; give every worker the same copy of data/processed/encoded.npz, "
-            "artifacts/tokenizer.json, artifacts/pretrained.keras and the same command"
+            "the workers' prepared data, tokenizer or training settings differ; give every "
+            f"worker the same copy of {files} and the same command"
         )
 
 

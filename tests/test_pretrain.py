@@ -129,7 +129,7 @@ def test_the_classifier_starts_from_every_pretrained_encoder_weight(objective):
 
 
 # -- the stage ---------------------------------------------------------------------------------
-PRETRAIN = dict(pretrain_epochs=1, pretrain_batch_size=64)
+PRETRAIN = dict(pretrain="mlm", pretrain_epochs=1, pretrain_batch_size=64)
 
 
 @pytest.fixture(scope="module")
