@@ -252,9 +252,7 @@ def read_split(path: Path) -> pd.DataFrame:
 
 def prepare(config: Config, quiet: bool = False) -> dict:
     """Run the stage: raw file in, three split files out; return the counts."""
-    raw = config.raw_path
-    if not raw.is_file():
-        raise PipelineError(f"{raw} is missing; run `python -m pipeline download` first")
+    raw = config.raw_path  # run_stage has checked that it exists
     layout = config.source_layout
     if layout == "ratings":
         parsed = parse_lines(raw.read_bytes(), config.strict, config.encoding, config.source)

@@ -273,10 +273,13 @@ def trim_padding(batch: np.ndarray, length: int, padding: str) -> np.ndarray:
 
 
 def tokenize(config: Config, quiet: bool = False) -> dict:
-    """Run the stage: fit on the training split only, encode all three splits."""
-    from pipeline.prepare import SPLITS, read_split
+    """Run the stage: fit on the training split only, encode it and validation.
 
-    splits = {name: read_split(config.split_path(name)) for name in SPLITS}
+    The test split is not encoded: evaluate scores its texts through Predictor, as users do.
+    """
+    from pipeline.prepare import read_split
+
+    splits = {name: read_split(config.split_path(name)) for name in ("train", "val")}
     tokenizer = CharTokenizer.for_config(config).fit(splits["train"]["text"].tolist())
     arrays = {}
     for name, frame in splits.items():

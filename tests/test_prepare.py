@@ -17,6 +17,7 @@ from pipeline.prepare import (
     prepare,
     read_split,
 )
+from pipeline.stages import get_stage, run_stage
 from tests.conftest import tiny_config
 
 LINE_KINDS = ("rows", "blank", "no_tab", "bad_rating", "neutral_rating")
@@ -154,7 +155,7 @@ def test_file_without_usable_rows_is_an_error(tmp_path):
 
 def test_missing_raw_file_says_which_stage_to_run(tmp_path):
     with pytest.raises(PipelineError, match="run `python -m pipeline download` first"):
-        prepare(tiny_config(tmp_path, "unused"), quiet=True)
+        run_stage(get_stage("prepare"), tiny_config(tmp_path, "unused"), quiet=True)
 
 
 # -- a source that is not UTF-8 -------------------------------------------------------------------

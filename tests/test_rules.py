@@ -27,7 +27,7 @@ import pytest
 from pipeline.cleaning import clean_text
 from pipeline.prepare import SPLITS, read_split
 from pipeline.stages import run_pipeline
-from pipeline.tokenizer import OOV_INDEX
+from pipeline.tokenizer import OOV_INDEX, CharTokenizer
 from tests.conftest import tiny_config
 from tests.known_model import save_known_model
 
@@ -370,12 +370,14 @@ def test_a_character_only_in_validation_or_test_encodes_as_oov(project):
     assert tokenizer["truncating"] == "pre"  # the default: a review's last maxlen characters
     train_chars = set("".join(splits["train"]["text"]))
     encoded = np.load(config.encoded_path)
+    saved = CharTokenizer.load(config.tokenizer_path)
     for name in ("val", "test"):
         texts = splits[name]["text"].tolist()
         unseen = set("".join(texts)) - train_chars
         assert unseen, f"the {name} split should hold characters the training split lacks"
         assert not unseen & set(index)
-        rows = encoded[f"x_{name}"]
+        # validation as training reads it; test as evaluate scores it (the saved tokenizer)
+        rows = encoded["x_val"] if name == "val" else saved.encode(texts)
         for text, row in zip(texts, rows, strict=True):
             ids = row[row != 0].tolist()
             assert ids == [index.get(ch, OOV_INDEX) for ch in text[-maxlen:]]
@@ -410,6 +412,12 @@ def test_reviews_are_padded_and_truncated_to_maxlen_on_the_configured_sides(
             pad = [0] * (maxlen - len(kept))
             rows.append(pad + kept if padding == "pre" else kept + pad)
             lengths.add(len(text))
+        if name == "test":  # not in encoded.npz: evaluate encodes it with the saved tokenizer
+            assert (
+                CharTokenizer.load(config.tokenizer_path).encode(frame["text"].tolist()).tolist()
+                == rows
+            )
+            continue
         assert encoded[f"x_{name}"].tolist() == rows, name
         assert encoded[f"y_{name}"].tolist() == frame["label"].tolist(), name
     assert min(lengths) < maxlen < max(lengths)  # both padding and truncation were exercised
@@ -475,8 +483,8 @@ def test_prediction_cleans_a_raw_review_exactly_as_training_did(project, known_p
     index = tokenizer["word_index"]
     by_id = {i: scores.get(ch, 7.0) for ch, i in index.items()}
     trained_row = {}
-    for name, frame in splits.items():
-        trained_row.update(zip(frame["text"], encoded[f"x_{name}"], strict=True))
+    for name in ("train", "val"):  # the rows training read
+        trained_row.update(zip(splits[name]["text"], encoded[f"x_{name}"], strict=True))
     width = tokenizer["maxlen"]  # the known model averages over every padded position
     assert encoded["x_train"].shape[1] == width
 
