@@ -48,7 +48,15 @@ def wait_for_line(process, needle, timeout=120):
 
 
 def test_sigkill_during_training_keeps_the_old_model_and_the_next_run_recovers(project):
+    # the fixture's small sizes: the default model's epochs would cost most of this test
+    tiny = project / "tiny.toml"
+    tiny.write_text(
+        "embedding_dim = 8\nrnn_units = [8, 4]\nngram_buckets = 1024\nngram_dim = 8\n"
+        "batch_size = 64\n",
+        encoding="utf-8",
+    )
     dirs = ["--data-dir", project / "data", "--artifacts-dir", project / "artifacts"]
+    dirs += ["--config", tiny]
     model = project / "artifacts" / "model.keras"
     before = model.read_bytes()
     review = ["배송 빠르고 좋아요"]

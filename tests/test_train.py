@@ -142,6 +142,8 @@ def test_mirrored_training_on_two_logical_cpus_keeps_the_contract(trained, tmp_p
         "artifacts_dir": str(tmp_path / "artifacts"),
         "embedding_dim": 8,
         "rnn_units": [8, 4],
+        "ngram_buckets": 2**10,  # the fixture's small table, not the default's 25 M weights
+        "ngram_dim": 8,
         "batch_size": 32,
         "epochs": 1,
         "distribute": "mirrored",
