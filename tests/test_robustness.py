@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.predict import NEGATIVE, POSITIVE, Predictor
 from pipeline.tokenizer import CharTokenizer
+from tests.test_cli import run_main
 
 
 @pytest.fixture
@@ -66,13 +67,7 @@ def test_sigkill_during_training_keeps_the_old_model_and_the_next_run_recovers(p
     wait_for_line(trainer, "Epoch 3/")  # past two epochs' checkpoints: none may reach the model
 
     # A second run on the same folders meanwhile is refused, naming the holder.
-    second = subprocess.run(
-        [sys.executable, "-m", "pipeline", "run", *map(str, dirs)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-        timeout=120,
-    )
+    second = run_main("run", *dirs)  # in this process: the lock, not a process, is tested
     assert second.returncode == 1 and f"pid {trainer.pid}" in second.stderr
 
     trainer.send_signal(signal.SIGKILL)
@@ -80,8 +75,8 @@ def test_sigkill_during_training_keeps_the_old_model_and_the_next_run_recovers(p
     assert model.read_bytes() == before
     np.testing.assert_allclose(Predictor(project / "artifacts").predict_proba(review), old_prob)
 
-    again = start_cli("train", "--epochs", 1, "--quiet", *dirs)
-    assert again.wait(timeout=300) == 0, again.stdout.read()
+    again = run_main("train", "--epochs", 1, "--quiet", *dirs)
+    assert again.returncode == 0, again.stderr
     assert model.read_bytes() != before
     assert Predictor(project / "artifacts").predict(review[0]) in (POSITIVE, NEGATIVE)
 
