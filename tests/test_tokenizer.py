@@ -330,3 +330,21 @@ def test_the_tokenize_stage_builds_the_tokenizer_its_settings_describe(tmp_path)
     assert saved["unit"] == "jamo" and saved["word_index"]["[UNK]"] == 1
     # jamo by count: ᅡ 2, ᄀ 3, then ᆨ and ᄂ fall past num_words (OOV); cut and padded after
     assert np.load(config.encoded_path)["x_val"].tolist() == [[3, 2, 1, 3, 2], [1, 2, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("unit", ["char", "jamo"])
+@pytest.mark.parametrize("truncating", ["pre", "post"])
+def test_kept_span_is_the_least_of_the_text_that_encodes_as_the_whole(unit, truncating):
+    """Occlusion explains what the model read: exactly the characters encode keeps, any part of."""
+    texts = ["배송 빠르고 좋아요 123", "별로에요 다시는 안 사요", "가", "ㅋㅋㅋ 좋아요"]
+    for maxlen in (1, 2, 4, 7, 40):
+        tok = CharTokenizer(maxlen=maxlen, truncating=truncating, unit=unit).fit(texts)
+        for text in texts:
+            start, end = tok.kept_span(text)
+            assert 0 <= start <= end <= len(text)
+            whole = tok.encode([text]).tolist()
+            assert tok.encode([text[start:end]]).tolist() == whole, (text, maxlen)
+            if truncating == "pre":
+                assert end == len(text) and tok.encode([text[start + 1 : end]]).tolist() != whole
+            else:
+                assert start == 0 and tok.encode([text[start : end - 1]]).tolist() != whole
