@@ -20,7 +20,7 @@ from pipeline.prepare import read_split
 
 # Cleaned review length, in characters; the last bucket holds reviews the tokenizer truncates.
 LENGTH_EDGES = (10, 20, 40, 70, 100)
-CALIBRATION_BINS = 15  # equal-width bins of the positive probability
+CALIBRATION_BINS = 15  # equal-width bins of the confidence (the probability of the label given)
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
