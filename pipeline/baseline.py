@@ -14,7 +14,7 @@ from sklearn.metrics import log_loss
 from pipeline.config import Config
 from pipeline.evaluate import classification_metrics, length_buckets
 from pipeline.files import write_json_atomic
-from pipeline.predict import is_positive
+from pipeline.labels import is_positive
 from pipeline.prepare import read_split
 
 

@@ -15,7 +15,7 @@ from sklearn import metrics
 
 from pipeline.config import Config
 from pipeline.files import atomic_path, write_json_atomic
-from pipeline.predict import is_positive
+from pipeline.labels import is_positive
 from pipeline.prepare import read_split
 
 # Cleaned review length, in characters; the last bucket holds reviews the tokenizer truncates.

@@ -15,26 +15,13 @@ import numpy as np
 
 from pipeline.cleaning import clean_texts
 from pipeline.errors import PipelineError
+from pipeline.labels import NEGATIVE, POSITIVE, THRESHOLD, is_positive, label_of  # noqa: F401
 from pipeline.tokenizer import CharTokenizer, trim_padding
 
-POSITIVE, NEGATIVE = "긍정", "부정"  # the original notebook's labels
 DEFAULT_ARTIFACTS = Path("artifacts")
 LENGTH_STEP = 8  # a batch is cut into calls only where its width crosses a multiple of this
 CALL_COST = 256  # what one more model call costs, in padded cells (rows x width) of compute
 IN_FLIGHT = 2  # model calls running at once
-
-
-THRESHOLD = 0.5  # a review is positive when its probability is above this
-
-
-def is_positive(probabilities: float | np.ndarray) -> np.ndarray:
-    """True where a probability is above THRESHOLD: the one threshold, label_of's too."""
-    return np.asarray(probabilities) > THRESHOLD
-
-
-def label_of(probability: float) -> str:
-    """'긍정' above THRESHOLD, else '부정'."""
-    return POSITIVE if is_positive(probability) else NEGATIVE
 
 
 def _as_text_list(texts: str | Iterable[str]) -> list[str]:

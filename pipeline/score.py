@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
-from pipeline.predict import Predictor, label_of
+from pipeline.labels import label_of
+from pipeline.predict import Predictor
 from pipeline.tables import (
     TABLE_FORMATS,
     TableWriter,

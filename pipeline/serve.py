@@ -38,7 +38,9 @@ from pipeline.cleaning import clean_text
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.files import sha256_file
-from pipeline.predict import Predictor, artifact_stamps, label_of
+from pipeline.labels import label_of
+from pipeline.predict import Predictor, artifact_stamps
+from pipeline.records import read_json, read_record
 from pipeline.tokenizer import CharTokenizer
 
 log = logging.getLogger(__name__)
@@ -358,9 +360,9 @@ def model_info(scorer: Scorer, config: Config) -> dict[str, Any]:
     """
     predictor, sha = scorer.predictor, scorer.model_sha256
     folder = scorer.artifacts_dir
-    train = _read_json(folder / "stages" / "train.json")
-    evaluate = _read_json(folder / "stages" / "evaluate.json")
-    metrics = _read_json(folder / "metrics.json")
+    train = read_record(folder, "train") or {}
+    evaluate = read_record(folder, "evaluate") or {}
+    metrics = read_json(folder / "metrics.json")
     trained = train.get("outputs", {}).get("model.keras") == sha
     evaluated = evaluate.get("inputs", {}).get("model.keras") == sha and "test" in metrics
     tokenizer = predictor.tokenizer
@@ -390,14 +392,6 @@ def model_info(scorer: Scorer, config: Config) -> dict[str, Any]:
             "model_threads": config.serve_model_threads,
         },
     }
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def page() -> str:

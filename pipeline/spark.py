@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING
 import pandas as pd  # a dependency anyway; the UDF's type hints must resolve at run time
 
 from pipeline.errors import PipelineError
-from pipeline.predict import DEFAULT_ARTIFACTS, Predictor, artifact_stamps, label_of
+from pipeline.labels import label_of
+from pipeline.predict import DEFAULT_ARTIFACTS, Predictor, artifact_stamps
 from pipeline.score import ADDED
 from pipeline.tables import codec_of, format_from_name
 

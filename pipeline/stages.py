@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from pipeline import records
 from pipeline.baseline import baseline
 from pipeline.config import Config
 from pipeline.download import download, local_source
@@ -29,6 +30,7 @@ from pipeline.evaluate import evaluate
 from pipeline.files import sha256_file, write_json_atomic, write_text_atomic
 from pipeline.prepare import SPLITS, prepare
 from pipeline.pretrain import pretrain
+from pipeline.records import read_json, record_path
 from pipeline.tokenizer import tokenize
 from pipeline.train import train
 
@@ -47,7 +49,7 @@ class Stage:
         return Config.settings_of(self.name)
 
     def record_path(self, config: Config) -> Path:
-        return getattr(config, self.home) / "stages" / f"{self.name}.json"
+        return record_path(getattr(config, self.home), self.name)
 
 
 def _splits(config: Config) -> list[Path]:
@@ -162,10 +164,7 @@ def fingerprint(stage: Stage, config: Config) -> tuple[str, dict]:
 
 
 def read_record(stage: Stage, config: Config) -> dict | None:
-    try:
-        return json.loads(stage.record_path(config).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
+    return records.read_record(getattr(config, stage.home), stage.name)
 
 
 def stage_state(stage: Stage, config: Config, digest_parts: tuple[str, dict] | None = None):
@@ -279,7 +278,7 @@ def write_manifest(config: Config, export: dict | None = None) -> None:
     """
     path = config.artifacts_dir / "manifest.json"
     if export is not None:
-        write_json_atomic(path, {**_read_json(path), "export": export})
+        write_json_atomic(path, {**read_json(path), "export": export})
         return
     manifest = {
         "config": config.to_dict(),
@@ -287,18 +286,9 @@ def write_manifest(config: Config, export: dict | None = None) -> None:
         "stages": {s.name: read_record(s, config) for s in STAGES},
     }
     # The last `export` (pipeline/export.py) keeps its own record; it is not a stage.
-    if exported := _read_json(config.artifacts_dir / "export.json"):
+    if exported := read_json(config.artifacts_dir / "export.json"):
         manifest["export"] = exported
     write_json_atomic(path, manifest)
-
-
-def _read_json(path: Path) -> dict:
-    """A JSON object from a file, or {} if it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def run_pipeline(

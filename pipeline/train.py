@@ -118,7 +118,7 @@ def answer_task(model, x, y, training: bool):
     answer (column 0) is right."""
     import tensorflow as tf
 
-    from pipeline.predict import THRESHOLD
+    from pipeline.labels import THRESHOLD
 
     probs = model(x, training=training)
     losses = model.loss.call(y[:, None], probs)
