@@ -186,6 +186,10 @@ class Config:
         return self.artifacts_dir / "model.keras"
 
     @property
+    def onnx_path(self) -> Path:
+        return self.artifacts_dir / "model.onnx"
+
+    @property
     def tokenizer_path(self) -> Path:
         return self.artifacts_dir / "tokenizer.json"
 

@@ -8,13 +8,15 @@ import functools
 import gc
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.cleaning import clean_texts
+from pipeline.engines import OnnxEngine, open_engine
 from pipeline.errors import PipelineError
+from pipeline.files import sha256_file
 from pipeline.labels import NEGATIVE, POSITIVE, THRESHOLD, is_positive, label_of  # noqa: F401
 from pipeline.tokenizer import CharTokenizer, trim_padding
 
@@ -42,52 +44,49 @@ def _as_text_list(texts: str | Iterable[str]) -> list[str]:
 class Predictor:
     """A trained model with its tokenizer, ready to score reviews.
 
-    A review with nothing left after cleaning (empty, only emoji or Latin letters) has no
-    characters the model reads: it gets the score of an empty review, the model's prior.
+    `engine`: "auto" runs model.onnx on ONNX Runtime when it is the one the last training wrote,
+    else model.keras on Keras; "onnx" or "keras" insist. `threads`: threads per model call (0:
+    the engine's default). A review with nothing left after cleaning (empty, only emoji or Latin
+    letters) has no characters the model reads: it gets the score of an empty review, the
+    model's prior.
     """
 
     def __init__(
         self,
         artifacts_dir: str | Path = DEFAULT_ARTIFACTS,
         batch_size: int = 512,
+        engine: str = "auto",
+        threads: int = 0,
     ):
-        import keras  # heavy: imported when a predictor is made, not when the package is
-
-        import pipeline.layers  # noqa: F401  registers our layers for safe-mode loading
-
         self.artifacts_dir = artifacts_dir = Path(artifacts_dir)
         self.tokenizer = CharTokenizer.load(artifacts_dir / "tokenizer.json")
-        model_path = artifacts_dir / "model.keras"
-        if not model_path.is_file():
-            raise PipelineError(
-                f"{model_path} is missing; train a model with `python -m pipeline run` first"
-            )
-        try:
-            self.model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
-        except Exception as exc:  # Keras raises many types for a bad file; all mean the same
-            raise PipelineError(
-                f"{model_path} cannot be loaded ({type(exc).__name__}: {exc}); retrain with "
-                "`python -m pipeline train`"
-            ) from None
-        embedding = self._embedding_layer()
-        if embedding.input_dim != self.tokenizer.vocab_size:
+        self._model, known_sha256 = open_engine(artifacts_dir, engine, threads)
+        self.engine = "onnx" if isinstance(self._model, OnnxEngine) else "keras"
+        self.model_file = artifacts_dir / self._model.file
+        if known_sha256 is not None:
+            self.model_sha256 = known_sha256
+        if self._model.vocab_size != self.tokenizer.vocab_size:
             raise PipelineError(
                 f"{artifacts_dir / 'tokenizer.json'} has {self.tokenizer.vocab_size} indices but "
-                f"{model_path} embeds {embedding.input_dim}: they come from different runs; rerun "
-                "`python -m pipeline train`"
+                f"{self.model_file} embeds {self._model.vocab_size}: they come from different "
+                "runs; rerun `python -m pipeline train`"
             )
-        # Without masking the model saw full-length padded inputs, so it must keep seeing them.
-        self._trim = bool(embedding.mask_zero)
+        self.parameters = self._model.parameters
+        self._trim = self._model.masks_padding
         self.batch_size = batch_size
-        self._forward = _forward_pass(self.model)
 
-    def _embedding_layer(self):
-        import keras
+    @functools.cached_property
+    def model_sha256(self) -> str:
+        """The model's identity: its model.keras's sha256 (model.onnx's where that is all)."""
+        keras_file = self.artifacts_dir / "model.keras"
+        return sha256_file(keras_file if keras_file.is_file() else self.model_file)
 
-        for layer in self.model.layers:
-            if isinstance(layer, keras.layers.Embedding):
-                return layer
-        raise PipelineError("the saved model has no Embedding layer; it is not a model of ours")
+    @property
+    def model(self):
+        """The Keras model (keras engine only): for tools that need the layers themselves."""
+        if self.engine != "keras":
+            raise AttributeError("an ONNX predictor has no Keras model; use engine='keras'")
+        return self._model.model
 
     def encode(self, texts: str | Iterable[str]) -> np.ndarray:
         """Clean and encode exactly as at training time: an (n, maxlen) int32 matrix."""
@@ -105,7 +104,7 @@ class Predictor:
             if len(pending) == IN_FLIGHT:
                 done, future = pending.popleft()
                 probs[done] = future.result()
-            pending.append((index, _pool().submit(self._forward, batch)))
+            pending.append((index, _pool().submit(self._model, batch)))
         for done, future in pending:
             probs[done] = future.result()
         return probs
@@ -153,26 +152,6 @@ class Predictor:
             yield label_of(p), float(p)
 
 
-def _forward_pass(model) -> Callable[[np.ndarray], np.ndarray]:
-    """Padded int32 ids (batch, length) -> probabilities (batch,): one traced graph, any shape.
-
-    No XLA: the service is bound by HTTP, not the model (benchmarks/RESULTS.md, "XLA in the
-    service"), and XLA's compiled executables outlive the model they were compiled for.
-    """
-    import keras
-
-    if keras.backend.backend() != "tensorflow":  # the backend's own path
-        return lambda x: np.asarray(model.predict_on_batch(x)).reshape(-1)
-    import tensorflow as tf
-
-    spec = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
-    graph = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    # Trace here, in one thread: tracing one Keras model from two threads at once breaks it,
-    # and calls run on a pool.
-    graph.get_concrete_function()
-    return lambda x: graph(tf.constant(x)).numpy().reshape(-1)
-
-
 def split_by_width(lengths: np.ndarray) -> list[tuple[int, int]]:
     """Cut ascending `lengths` into runs, one model call each, minimizing the estimated cost.
 
@@ -209,30 +188,39 @@ def _stamp(path: Path) -> int:
         return 0
 
 
-def artifact_stamps(artifacts_dir: str | Path) -> tuple[int, int]:
-    """Modification times of model.keras and tokenizer.json (0 if missing): a change reloads."""
+# What a predictor is made of: a change to any of them means a new model (train writes the
+# record last, so model.onnx is trusted only once the record naming it is there).
+MODEL_FILES = ("model.onnx", "model.keras", "tokenizer.json", "stages/train.json")
+
+
+def artifact_stamps(artifacts_dir: str | Path) -> tuple[int, ...]:
+    """Modification times of MODEL_FILES (0 if missing): a change reloads the predictor."""
     folder = Path(artifacts_dir)
-    return _stamp(folder / "model.keras"), _stamp(folder / "tokenizer.json")
+    return tuple(_stamp(folder / name) for name in MODEL_FILES)
 
 
-# One predictor per artifacts folder: a changed file replaces it, so an old model (and its
-# compiled graphs) is never kept alive beside the new one.
-_PREDICTORS: dict[Path, tuple[tuple[int, int], Predictor]] = {}
+# One predictor per artifacts folder and engine: a changed file replaces it, so an old model
+# (and its compiled graphs) is never kept alive beside the new one. Spark's Python workers keep
+# theirs here too.
+_PREDICTORS: dict[tuple[Path, str, int], tuple[tuple[int, ...], Predictor]] = {}
 _PREDICTORS_LOCK = threading.Lock()
 
 
-def get_predictor(artifacts_dir: str | Path = DEFAULT_ARTIFACTS) -> Predictor:
+def get_predictor(
+    artifacts_dir: str | Path = DEFAULT_ARTIFACTS, engine: str = "auto", threads: int = 0
+) -> Predictor:
     """The folder's predictor, loaded once and reloaded only when a file changes."""
     folder = Path(artifacts_dir).resolve()
-    key = artifact_stamps(folder)
+    key = (folder, engine, threads)
+    stamps = artifact_stamps(folder)
     with _PREDICTORS_LOCK:
-        cached = _PREDICTORS.get(folder)
-        if cached is not None and cached[0] == key:
+        cached = _PREDICTORS.get(key)
+        if cached is not None and cached[0] == stamps:
             return cached[1]
-        stale = _PREDICTORS.pop(folder, None)
-        predictor = Predictor(folder)
-        _PREDICTORS[folder] = (key, predictor)
-        if stale is not None:
+        stale = _PREDICTORS.pop(key, None)
+        predictor = Predictor(folder, engine=engine, threads=threads)
+        _PREDICTORS[key] = (stamps, predictor)
+        if stale is not None and stale[1].engine == "keras":
             # A Keras model is full of reference cycles: only a collection frees the old one.
             del stale
             gc.collect()
@@ -240,7 +228,7 @@ def get_predictor(artifacts_dir: str | Path = DEFAULT_ARTIFACTS) -> Predictor:
 
 
 def sentiment_predict(
-    texts: str | Iterable[str], artifacts_dir: str | Path = DEFAULT_ARTIFACTS
+    texts: str | Iterable[str], artifacts_dir: str | Path = DEFAULT_ARTIFACTS, engine: str = "auto"
 ) -> str | list[str]:
     """Label reviews '긍정' (positive) or '부정' (negative) with the trained model."""
-    return get_predictor(artifacts_dir).predict(texts)
+    return get_predictor(artifacts_dir, engine).predict(texts)

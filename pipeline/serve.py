@@ -37,7 +37,6 @@ from starlette.exceptions import HTTPException
 from pipeline.cleaning import clean_text
 from pipeline.config import Config
 from pipeline.errors import PipelineError
-from pipeline.files import sha256_file
 from pipeline.labels import label_of
 from pipeline.predict import Predictor, artifact_stamps
 from pipeline.records import read_json, read_record
@@ -105,8 +104,11 @@ class Scorer:
     and the previous one kept.
     """
 
-    def __init__(self, artifacts_dir: Path, max_batch: int, wait_ms: float) -> None:
+    def __init__(
+        self, artifacts_dir: Path, max_batch: int, wait_ms: float, threads: int = 0
+    ) -> None:
         self.artifacts_dir = artifacts_dir
+        self.threads = threads  # per model call
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000
         self.batches = 0  # model batches scored
@@ -123,8 +125,8 @@ class Scorer:
 
     def _load(self) -> tuple[Predictor, str]:
         # Its own predictor, not get_predictor's: this one is dropped when the next is swapped in.
-        predictor = Predictor(self.artifacts_dir)
-        return predictor, sha256_file(self.artifacts_dir / "model.keras")
+        predictor = Predictor(self.artifacts_dir, threads=self.threads)
+        return predictor, predictor.model_sha256
 
     def submit(self, texts: list[str]) -> concurrent.futures.Future:
         """Queue reviews; the future gets their positive probabilities in order."""
@@ -202,7 +204,7 @@ class Scorer:
 
     def _reload(self, stamps: tuple[int, int]) -> None:
         try:
-            retired = weakref.ref(self.predictor.model)
+            retired = weakref.ref(self.predictor)
             self.predictor, self.model_sha256 = self._load()
             self.loaded_at, self.reload_error = _now(), None
             self._retired = [*self._retired, (retired, 10)]
@@ -373,7 +375,8 @@ def model_info(scorer: Scorer, config: Config) -> dict[str, Any]:
             "loaded_at": scorer.loaded_at,
             "trained_at": train.get("finished_at") if trained else None,
             "settings": train.get("params") if trained else None,
-            "parameters": int(predictor.model.count_params()),
+            "parameters": int(predictor.parameters),
+            "engine": predictor.engine,
         },
         "tokenizer": {
             "vocab_size": tokenizer.vocab_size,
@@ -400,7 +403,12 @@ def page() -> str:
 
 def create_app(config: Config) -> FastAPI:
     """The app over the model in config.artifacts_dir; PipelineError if it cannot be loaded."""
-    scorer = Scorer(config.artifacts_dir, config.serve_max_batch, config.serve_batch_wait_ms)
+    scorer = Scorer(
+        config.artifacts_dir,
+        config.serve_max_batch,
+        config.serve_batch_wait_ms,
+        config.serve_model_threads,
+    )
     html = page()
 
     @contextlib.asynccontextmanager
@@ -498,22 +506,12 @@ def listen(host: str, port: int) -> socket.socket:
         ) from None
 
 
-def set_model_threads(threads: int) -> None:
-    """TensorFlow's threads per op, before its runtime starts (0 leaves its default)."""
-    if threads:
-        import tensorflow as tf
-
-        with contextlib.suppress(RuntimeError):  # already started (the service in a test)
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-
-
 def serve(config: Config, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> None:
     """Serve until interrupted (Ctrl+C or SIGTERM)."""
     import uvicorn
 
     sock = listen(host, port)
     try:
-        set_model_threads(config.serve_model_threads)
         app = create_app(config)
     except BaseException:
         sock.close()
@@ -533,7 +531,7 @@ def serve(config: Config, host: str = "127.0.0.1", port: int = 8000, quiet: bool
         shown = f"[{host}]" if ":" in host else host
         port = sock.getsockname()[1]  # the real one when asked for port 0
         print(
-            f"serving {config.artifacts_dir}/model.keras on http://{shown}:{port}/ "
+            f"serving {app.state.scorer.predictor.model_file} on http://{shown}:{port}/ "
             f"(API docs at /docs); Ctrl+C stops",
             flush=True,
         )

@@ -34,7 +34,7 @@ import pandas as pd  # a dependency anyway; the UDF's type hints must resolve at
 
 from pipeline.errors import PipelineError
 from pipeline.labels import label_of
-from pipeline.predict import DEFAULT_ARTIFACTS, Predictor, artifact_stamps
+from pipeline.predict import DEFAULT_ARTIFACTS, Predictor, get_predictor
 from pipeline.score import ADDED
 from pipeline.tables import codec_of, format_from_name
 
@@ -170,10 +170,11 @@ def _driver_artifacts(artifacts_dir: str | Path) -> str:
     folder = Path(artifacts_dir)
     if not folder.is_dir():
         return str(folder)
-    for needed in ("model.keras", "tokenizer.json"):
-        if not (folder / needed).is_file():
+    model = folder / "model.onnx" if (folder / "model.onnx").is_file() else folder / "model.keras"
+    for needed in (model, folder / "tokenizer.json"):
+        if not needed.is_file():
             raise PipelineError(
-                f"{folder / needed} is missing; train a model with `python -m pipeline run` first"
+                f"{needed} is missing; train a model with `python -m pipeline run` first"
             )
     return str(folder.resolve())
 
@@ -190,23 +191,16 @@ def _scores_udf(folder: str, counter: Accumulator | None):
     return scores
 
 
-# Per Python worker process (Spark reuses them across tasks and jobs): artifacts folder ->
-# (the model files' modification times, the Predictor loaded from them).
-_PREDICTORS: dict[str, tuple[tuple[int, int], Predictor]] = {}
-
-
 def worker_predictor(folder: str) -> Predictor:
-    """This worker's Predictor of `folder`: loaded by its first task, reloaded if a file changes."""
-    path = _worker_artifacts(folder)
-    stamps = artifact_stamps(path)
-    held = _PREDICTORS.get(folder)
-    if held is None or held[0] != stamps:
-        from pyspark import TaskContext
+    """This worker's Predictor of `folder`: loaded by its first task, reloaded if a file changes.
 
-        context = TaskContext.get()
-        _limit_threads(context.cpus() if context else 1)
-        held = _PREDICTORS[folder] = (stamps, Predictor(path))
-    return held[1]
+    Spark reuses a Python worker across tasks and jobs, so get_predictor's cache keeps it; its
+    model calls get the task's cores.
+    """
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return get_predictor(_worker_artifacts(folder), threads=context.cpus() if context else 1)
 
 
 def score_batches(
@@ -222,16 +216,6 @@ def score_batches(
         yield pd.DataFrame(
             {ADDED[0]: [label_of(p) for p in probabilities], ADDED[1]: probabilities}
         )
-
-
-def _limit_threads(cores: int) -> None:
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(cores)
-        tf.config.threading.set_inter_op_parallelism_threads(cores)
-    except RuntimeError:  # TensorFlow already ran in this worker (another job): keep its setting
-        pass
 
 
 def _worker_artifacts(folder: str) -> Path:

@@ -114,6 +114,7 @@ STAGES: tuple[Stage, ...] = (
         ],
         outputs=lambda c: [
             c.model_path,
+            c.onnx_path,
             c.artifacts_dir / "history.json",
             c.artifacts_dir / "training_curves.png",
         ],

@@ -343,7 +343,7 @@ def _filled_like(g: Graph, op, x: str, value: bool) -> str:
 
 def get_item(g: Graph, op, x: str, key) -> str:
     """x[key] for a key of slices with step 1 (how KeepFirstStep cuts its mask)."""
-    key = key if isinstance(key, tuple) else (key,)
+    key = tuple(key) if isinstance(key, list | tuple) else (key,)  # a list once saved and loaded
     starts, ends, axes = [], [], []
     for axis, part in enumerate(key):
         if not isinstance(part, slice) or part.step not in (None, 1):
@@ -436,6 +436,45 @@ def convert(model, metadata: dict[str, object] | None = None):
     return proto
 
 
-def save(model, path: Path, metadata: dict[str, object] | None = None) -> None:
-    """Write `model` as ONNX to `path` (the caller makes the write atomic)."""
-    Path(path).write_bytes(convert(model, metadata).SerializeToString())
+TOLERANCE = 1e-4  # far above float32 rounding (about 1e-7 here), far below any real mismatch
+
+
+def write_checked(model, path: Path, sample: np.ndarray, trim: bool, padding: str) -> float:
+    """Write `model` to `path` as ONNX, atomically, once it scores `sample` as Keras does.
+
+    `sample`: padded ids, scored in batches cut to their longest row when the model masks
+    padding (`trim`), as a predictor does. Returns the largest difference in probability seen;
+    a difference above TOLERANCE is an error, and no file is written.
+    """
+    import onnxruntime as ort
+
+    from pipeline.files import atomic_path
+    from pipeline.tokenizer import trim_padding
+
+    embedding = next(layer for layer in model.layers if type(layer).__name__ == "Embedding")
+    about = {
+        "vocab_size": embedding.input_dim,
+        "mask_padding": bool(embedding.mask_zero),
+        "parameters": model.count_params(),
+    }
+    proto = convert(model, about).SerializeToString()
+    session = ort.InferenceSession(proto, providers=["CPUExecutionProvider"])
+    lengths = np.count_nonzero(sample, axis=1)
+    order = np.argsort(lengths, kind="stable")
+    worst = 0.0
+    for start in range(0, len(sample), 256):
+        rows = sample[order[start : start + 256]]
+        if trim:
+            rows = trim_padding(rows, int(lengths[order[start : start + 256]].max()), padding)
+        expected = np.asarray(model(rows, training=False)).reshape(-1)
+        got = session.run(None, {INPUT: rows})[0].reshape(-1)
+        worst = max(worst, float(np.max(np.abs(expected - got), initial=0.0)))
+    if not worst <= TOLERANCE:  # NaN fails too
+        raise PipelineError(
+            f"model.onnx scores validation reviews up to {worst:.2g} away from model.keras "
+            f"(allowed {TOLERANCE:g}), so it was not written: please report this as a bug; "
+            "meanwhile score with model.keras (engine 'keras')"
+        )
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(proto)
+    return worst

@@ -18,6 +18,7 @@ from pipeline.files import atomic_path, write_json_atomic
 from pipeline.tokenizer import CharTokenizer, trim_padding
 
 SCORING_BATCH = 1024  # rows per call when scoring validation for the temperature
+ONNX_CHECK_ROWS = 2048  # validation rows model.onnx must score as model.keras does
 
 
 def train(config: Config, quiet: bool = False) -> dict | None:
@@ -85,6 +86,7 @@ def train(config: Config, quiet: bool = False) -> dict | None:
             return None
         with atomic_path(config.model_path) as tmp:
             final.save(tmp)
+    onnx_difference = save_onnx(config, data["x_val"], tokenizer)
 
     best = int(np.argmin(history["val_loss"]))
     summary = {
@@ -95,6 +97,7 @@ def train(config: Config, quiet: bool = False) -> dict | None:
         "temperature": round(temperature, 4),
         "val_log_loss_calibrated": round(log_loss(logits / temperature, data["y_val"]), 5),
         "pretrained_layers": started_from,
+        "onnx_max_difference": onnx_difference,
         "train_seconds": round(seconds, 1),
         # the fastest epoch: the first one also traces the graph
         "train_samples_per_second": round(len(data["y_train"]) / min(epoch_seconds)),
@@ -111,6 +114,22 @@ def train(config: Config, quiet: bool = False) -> dict | None:
     if cluster:
         distributed.finish_together(cluster, config.cluster_timeout)
     return summary
+
+
+def save_onnx(config: Config, x_val: np.ndarray, tokenizer: CharTokenizer) -> float:
+    """model.onnx from the saved model.keras, checked against it on validation reviews and on
+    texts that stress the graph (empty, emoji only, 5,000 characters, a lone jamo, digits)."""
+    import keras
+
+    from pipeline import to_onnx
+    from pipeline.cleaning import clean_texts
+
+    saved = keras.saving.load_model(config.model_path, compile=False, safe_mode=True)
+    hostile = ["", "😀😀😀", "좋아요 별로 " * 715, "ㅋ", "2024 12 07", "a", "배송 빠르고 좋아요"]
+    sample = np.concatenate([x_val[:ONNX_CHECK_ROWS], tokenizer.encode(clean_texts(hostile))])
+    return to_onnx.write_checked(
+        saved, config.onnx_path, sample, config.mask_padding, tokenizer.padding
+    )
 
 
 def answer_task(model, x, y, training: bool):

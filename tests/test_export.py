@@ -370,4 +370,4 @@ def test_the_export_stores_each_weight_once(scored, name):
     shapes = reader.get_variable_to_shape_map()
     shapes.pop("_CHECKPOINTABLE_OBJECT_GRAPH", None)  # the checkpoint's own bookkeeping
     stored = sum(int(np.prod(shape)) for shape in shapes.values())
-    assert stored == Predictor(artifacts[name]).model.count_params()
+    assert stored == Predictor(artifacts[name], engine="keras").model.count_params()

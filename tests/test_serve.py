@@ -233,7 +233,8 @@ def test_health_and_info_describe_the_served_model(base, trained, predictor):
     assert info["model"]["sha256"] == sha256_file(model_file)
     assert info["model"]["trained_at"] == record["finished_at"]
     assert info["model"]["settings"]["embedding_dim"] == trained.embedding_dim == 8
-    assert info["model"]["parameters"] == predictor.model.count_params()
+    keras_model = Predictor(predictor.artifacts_dir, engine="keras").model
+    assert info["model"]["parameters"] == keras_model.count_params()
     assert info["tokenizer"]["vocab_size"] == predictor.tokenizer.vocab_size
     assert info["tokenizer"]["maxlen"] == trained.maxlen
     assert info["test_metrics"]["accuracy"] == metrics["accuracy"]

@@ -101,9 +101,10 @@ def test_each_python_worker_loads_the_model_once_and_again_only_when_it_changes(
     @F.pandas_udf("string")
     def held(ids: pd.Series) -> pd.Series:
         """On a worker (of the pool SQL's Python UDFs run in): its pid and its Predictors."""
-        import pipeline.spark
+        import pipeline.predict  # the cache Spark's workers keep their Predictors in
 
-        loaded = {folder: id(p) for folder, (_, p) in pipeline.spark._PREDICTORS.items()}
+        cache = pipeline.predict._PREDICTORS
+        loaded = {str(key[0]): id(p) for key, (_, p) in cache.items()}
         return pd.Series([json.dumps([os.getpid(), loaded])] * len(ids))
 
     folder = tmp_path / "artifacts"
