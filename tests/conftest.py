@@ -33,6 +33,7 @@ SLOW_MODULES = {
     "test_cli.py",
     "test_end_to_end.py",
     "test_layers.py",
+    "test_onnx.py",
     "test_robustness.py",
     "test_spark.py",
     "test_train.py",
