@@ -227,6 +227,10 @@ def cmd_predict_spark(args, config) -> None:
         print(f"{counts['rows']:,} reviews scored on Spark; written to {args.output}")
 
 
+# what the train extra brings: a command that needs one of them says to install it
+TRAINING_PACKAGES = ("tensorflow", "keras", "onnx", "pandas", "sklearn", "requests", "matplotlib")
+
+
 def main(argv: list[str] | None = None) -> int:
     # Fewer TensorFlow C++ logs (TF 2.21 still prints a few start-up lines).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -258,6 +262,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"done: {where}")
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in TRAINING_PACKAGES:
+            raise
+        print(
+            f"error: {args.command} needs {exc.name.split('.')[0]}, which this install lacks "
+            "(a scoring-only install scores with model.onnx); for the whole pipeline install "
+            "pip install 'naver-shopping-sentiment[train]'",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print(

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd  # a dependency anyway; the UDF's type hints must resolve at run time
+import pandas as pd  # the spark extra's; the UDF's type hints must resolve at run time
 
 from pipeline.errors import PipelineError
 from pipeline.labels import label_of

@@ -133,6 +133,25 @@ def test_each_python_worker_loads_the_model_once_and_again_only_when_it_changes(
         assert third[pid] != second[pid]  # the new model, loaded once it changed
 
 
+def test_python_workers_score_model_onnx_without_tensorflow(spark, trained, sample_path):
+    from pyspark.sql import functions as F
+
+    @F.pandas_udf("string")
+    def inside(ids: pd.Series) -> pd.Series:
+        """On a worker: its pid, the engines of its Predictors, and any TensorFlow it imported."""
+        predict = sys.modules.get("pipeline.predict")
+        engines = [p.engine for _, p in predict._PREDICTORS.values()] if predict else []
+        heavy = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")]
+        return pd.Series([json.dumps([os.getpid(), engines, heavy])] * len(ids))
+
+    df = spark.createDataFrame([(r,) for r in fixture_reviews(sample_path)], "review string")
+    score(df.repartition(4), artifacts_dir=trained.artifacts_dir).collect()
+    rows = spark.range(4).repartition(4).select(inside("id")).collect()
+    workers = [json.loads(row[0]) for row in rows]
+    assert any(engines == ["onnx"] for _, engines, _ in workers)  # they scored, with model.onnx
+    assert all(heavy == [] for _, _, heavy in workers)
+
+
 def test_parquet_in_and_out_keeps_types_rows_and_order(spark, trained, predictor, tmp_path):
     texts = [*HOSTILE, "배송 빠르고 좋아요", "별로에요 다시는 안 사요"] * 30
     table = pd.DataFrame(
