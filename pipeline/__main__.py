@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--master", help="Spark master with --engine spark (default local[*], or spark-submit's)"
     )
 
+    predict.add_argument(
+        "--model-engine",
+        choices=["auto", "onnx", "keras"],
+        help="auto (default): model.onnx on ONNX Runtime when training wrote it, else "
+        "model.keras on Keras",
+    )
+
     export = commands.add_parser(
         "export",
         parents=[common],
@@ -135,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (%(default)s)")
+    serve.add_argument(
+        "--model-engine", choices=["auto", "onnx", "keras"], help="as predict's (default auto)"
+    )
     return parser
 
 
@@ -162,6 +172,7 @@ def load_settings(args: argparse.Namespace):
                 "unlabeled",
                 "unlabeled_column",
                 "pretrain",
+                "model_engine",
             )
         },
         # predict's --encoding is its input file's, not the training source's; serve and
@@ -189,12 +200,14 @@ def cmd_predict(args, config) -> None:
     if args.format == "parquet" or args.master:
         raise PipelineError("--format parquet and --master are for --engine spark; add it")
     if args.reviews:
-        results = Predictor(config.artifacts_dir).predict_stream(args.reviews)
+        predictor = Predictor(config.artifacts_dir, engine=config.model_engine)
+        results = predictor.predict_stream(args.reviews)
         for review, (label, prob) in zip(args.reviews, results, strict=True):
             print(f"{label}\t{prob:.4f}\t{review}")
         return
     counts = score_file(
-        lambda: Predictor(config.artifacts_dir),  # loaded once the file has passed its checks
+        # loaded once the file has passed its checks
+        lambda: Predictor(config.artifacts_dir, engine=config.model_engine),
         Path(args.input),
         Path(args.output) if args.output is not None else None,
         column=args.column,

@@ -138,14 +138,18 @@ class Config:
     # seconds a multi-worker run waits for every worker of TF_CONFIG to start
     cluster_timeout: float = setting(300.0)
 
+    # scoring (runtime only): auto runs model.onnx on ONNX Runtime when it is the model the last
+    # training wrote, else model.keras on Keras; onnx or keras insist
+    model_engine: str = setting("auto")
+
     # serve (runtime only: limits and batching of `python -m pipeline serve`)
     serve_max_reviews: int = setting(1000)  # reviews in one /predict request (more: 413)
     serve_max_explain_reviews: int = setting(20)  # each costs about maxlen model rows
     serve_max_body_bytes: int = setting(1 << 20)  # request body size (more: 413)
     serve_max_batch: int = setting(512)  # reviews gathered into one model batch
     serve_batch_wait_ms: float = setting(2.0)  # how long a batch waits for more requests
-    # TensorFlow threads per model call in the service (0: one per core). One leaves the other
-    # cores to HTTP; small batches gain little from splitting each LSTM step anyway.
+    # Threads per model call in the service (ONNX Runtime's or TensorFlow's; 0: the engine's
+    # default). One leaves the other cores to HTTP; small batches gain little from more.
     serve_model_threads: int = setting(1)
 
     def __post_init__(self) -> None:
@@ -268,6 +272,10 @@ def _validate(config: Config) -> None:
     if config.distribute not in ("none", "mirrored", "multi-worker"):
         raise PipelineError(
             f"distribute must be none, mirrored or multi-worker, not {config.distribute!r}"
+        )
+    if config.model_engine not in ("auto", "onnx", "keras"):
+        raise PipelineError(
+            f"model_engine must be auto, onnx or keras, not {config.model_engine!r}"
         )
     if config.lr_schedule not in ("constant", "cosine"):
         raise PipelineError(f"lr_schedule must be constant or cosine, not {config.lr_schedule!r}")

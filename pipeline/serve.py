@@ -105,9 +105,15 @@ class Scorer:
     """
 
     def __init__(
-        self, artifacts_dir: Path, max_batch: int, wait_ms: float, threads: int = 0
+        self,
+        artifacts_dir: Path,
+        max_batch: int,
+        wait_ms: float,
+        threads: int = 0,
+        engine: str = "auto",
     ) -> None:
         self.artifacts_dir = artifacts_dir
+        self.engine = engine
         self.threads = threads  # per model call
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000
@@ -125,7 +131,7 @@ class Scorer:
 
     def _load(self) -> tuple[Predictor, str]:
         # Its own predictor, not get_predictor's: this one is dropped when the next is swapped in.
-        predictor = Predictor(self.artifacts_dir, threads=self.threads)
+        predictor = Predictor(self.artifacts_dir, engine=self.engine, threads=self.threads)
         return predictor, predictor.model_sha256
 
     def submit(self, texts: list[str]) -> concurrent.futures.Future:
@@ -408,6 +414,7 @@ def create_app(config: Config) -> FastAPI:
         config.serve_max_batch,
         config.serve_batch_wait_ms,
         config.serve_model_threads,
+        config.model_engine,
     )
     html = page()
 

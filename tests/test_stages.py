@@ -168,6 +168,7 @@ def test_runtime_only_settings_are_the_known_few():
         "download_timeout",
         "download_backoff",
         "cluster_timeout",
+        "model_engine",
         "serve_max_reviews",
         "serve_max_explain_reviews",
         "serve_max_body_bytes",
