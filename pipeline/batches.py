@@ -1,4 +1,4 @@
-"""The training input: encoded rows in, length-bucketed batches out, split over any replicas.
+"""Batches: encoded rows in, length-bucketed batches out (split over any replicas to train).
 
 Rows are grouped by length so each batch is cut to its longest review (no time spent on
 padding). Every replica of every worker computes the same global batches from the same seed and
@@ -8,14 +8,16 @@ process is the case of one replica.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.tokenizer import trim_padding
 
+T = TypeVar("T")
 POOL_BATCHES = 50  # batches sorted together: enough to group similar lengths, little order bias
 
 
@@ -54,6 +56,18 @@ def batch_indices(
     if rng is not None:
         rng.shuffle(batches)
     return batches
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of `size` consecutive items (the last may be shorter), in constant memory."""
+    buffer: list[T] = []
+    for item in items:
+        buffer.append(item)
+        if len(buffer) == size:
+            yield buffer
+            buffer = []
+    if buffer:
+        yield buffer
 
 
 def replica_parts(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.batches import batch_indices, chunks, lengths_of
 from pipeline.cleaning import clean_texts
 from pipeline.engines import OnnxEngine, open_engine
 from pipeline.errors import PipelineError
@@ -111,10 +112,8 @@ class Predictor:
 
     def _batches(self, encoded: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(row indices, their padded batch) in length order, each cut to its longest review."""
-        lengths = np.count_nonzero(encoded, axis=1)
-        order = np.argsort(lengths, kind="stable")
-        for start in range(0, len(encoded), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        lengths = lengths_of(encoded)
+        for chunk in batch_indices(lengths, self.batch_size, rng=None):
             if not self._trim:
                 yield chunk, encoded[chunk]
                 continue
@@ -138,14 +137,8 @@ class Predictor:
         self, lines: Iterable[str], chunk: int = 8192
     ) -> Iterator[tuple[str, float]]:
         """(label, probability) for each line of an arbitrarily long stream, in constant memory."""
-        buffer: list[str] = []
-        for line in lines:
-            buffer.append(line)
-            if len(buffer) == chunk:
-                yield from self._label_chunk(buffer)
-                buffer = []
-        if buffer:
-            yield from self._label_chunk(buffer)
+        for texts in chunks(lines, chunk):
+            yield from self._label_chunk(texts)
 
     def _label_chunk(self, texts: list[str]) -> Iterator[tuple[str, float]]:
         for p in self.predict_proba(texts):

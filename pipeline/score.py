@@ -15,6 +15,7 @@ from typing import TextIO
 
 from tqdm.auto import tqdm
 
+from pipeline.batches import chunks
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
 from pipeline.labels import label_of
@@ -117,17 +118,6 @@ def _output(output: Path | None, encoding: str) -> Iterator[TextIO]:
         yield out
 
 
-def _chunks(rows, size: int):
-    buffer = []
-    for row in rows:
-        buffer.append(row)
-        if len(buffer) == size:
-            yield buffer
-            buffer = []
-    if buffer:
-        yield buffer
-
-
 def _score(predictor: Predictor, texts: list[str], counts: dict):
     counts["rows"] += len(texts)
     counts["empty"] += sum(not t.strip() for t in texts)
@@ -138,7 +128,7 @@ def _score_lines(predictor, rows, out, counts, chunk_rows, header: bool) -> None
     # As before tables were read: a TSV with a header into a file, four decimals on screen.
     if header:
         out.write("label\tprobability\n")
-    for chunk in _chunks(rows, chunk_rows):
+    for chunk in chunks(rows, chunk_rows):
         for p in _score(predictor, [line for _, line in chunk], counts):
             label = label_of(p)
             out.write(f"{label}\t{p:.6f}\n" if header else f"{label}\t{p:.4f}\n")
@@ -146,7 +136,7 @@ def _score_lines(predictor, rows, out, counts, chunk_rows, header: bool) -> None
 
 def _score_table(predictor, table, cell, out, path, counts, chunk_rows) -> None:
     writer = TableWriter(out, table.format, table.columns, ADDED)
-    for chunk in _chunks(table.rows, chunk_rows):
+    for chunk in chunks(table.rows, chunk_rows):
         for line_no, row in chunk:
             if row is None:
                 what = (
