@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (%(default)s)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes answering on the port (serve_workers; default 0: one per core)",
+    )
     return parser
 
 
@@ -164,6 +169,7 @@ def load_settings(args: argparse.Namespace):
                 "pretrain",
             )
         },
+        serve_workers=getattr(args, "workers", None),
         # predict's --encoding is its input file's, not the training source's; serve and
         # export have none
         encoding=getattr(args, "encoding", None) if args.command != "predict" else None,
@@ -242,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
             export_savedmodel(config, args.output, quiet=args.quiet)
         elif args.command == "serve":
-            from pipeline.serve import serve
+            from pipeline.serve.runner import serve
 
             serve(config, args.host, args.port, quiet=args.quiet)
         else:

@@ -202,7 +202,7 @@ def test_explain_covers_the_characters_the_model_reads_of_a_long_review(base, pr
 @pytest.mark.parametrize("side", ["pre", "post"])
 def test_occlusion_shows_exactly_the_characters_the_tokenizer_keeps(unit, side):
     """maxlen counts ids: with jamo, a syllable is 3 of them, so fewer characters are in view."""
-    from pipeline.serve import occlusion_variants
+    from pipeline.serve.explain import occlusion_variants
     from pipeline.tokenizer import CharTokenizer
 
     review = "배송 빠르고 좋아요 정말 좋아요"
@@ -383,7 +383,7 @@ def test_swapped_out_models_are_let_go(tmp_path):
     """Each swap frees the old model: a service swapping models must not grow."""
     import weakref
 
-    from pipeline.serve import Scorer
+    from pipeline.serve.scorer import Scorer
     from pipeline.tokenizer import CharTokenizer
     from tests.known_model import save_known_model
 
