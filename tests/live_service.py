@@ -21,6 +21,7 @@ from pathlib import Path
 
 import requests
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import Config
 from pipeline.serve.app import create_app
@@ -55,6 +56,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serving_workers(base: str) -> dict[str, str]:
+    """{worker pid: sha256 of the model it serves}, from the service's /metrics."""
+    text = requests.get(f"{base}/metrics", timeout=5).text
+    return {
+        sample.labels["pid"]: sample.labels["sha256"]
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "sentiment_model" and sample.value == 1
+    }
+
+
 @contextlib.contextmanager
 def running_workers(artifacts_dir: Path, settings: dict, workers: int, tmp: Path) -> Iterator[str]:
     """`python -m pipeline serve --workers N` in a subprocess; yields the base URL.
@@ -79,7 +91,7 @@ def running_workers(artifacts_dir: Path, settings: dict, workers: int, tmp: Path
         deadline = time.monotonic() + 180
         while True:
             try:  # the socket listens from the start: a request waits until a worker is up
-                if requests.get(f"{base}/health", timeout=5).ok:
+                if len(serving_workers(base)) == workers:  # each has loaded its model
                     break
             except (requests.ConnectionError, requests.Timeout):
                 pass

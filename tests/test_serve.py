@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.cleaning import clean_text
 from pipeline.files import sha256_file
 from pipeline.predict import NEGATIVE, POSITIVE, Predictor
-from tests.live_service import running, running_workers
+from tests.live_service import running, running_workers, serving_workers
 from tests.test_cli import assert_clean_error, run_main
 
 LIMITS = dict(
@@ -376,19 +376,10 @@ def test_every_worker_holds_the_limits(workers):
         assert post(base, "/explain", {"reviews": ["좋아요"] * 4}).status_code == 413
 
 
-def model_series(base) -> dict:
-    """{pid: sha256 served} from the sentiment_model gauge (the series set to 1)."""
-    return {
-        s.labels["pid"]: s.labels["sha256"]
-        for s in scrape(base)
-        if s.name == "sentiment_model" and s.value == 1
-    }
-
-
 def test_a_killed_worker_is_replaced_while_the_other_answers(workers):
     base, _ = workers
     old = worker_pids(base)
-    assert len(old) == 2 and set(model_series(base)) == {str(p) for p in old}
+    assert len(old) == 2 and set(serving_workers(base)) == {str(p) for p in old}
     before = scrape(base)
     victim = min(old)
     os.kill(victim, signal.SIGKILL)
@@ -406,7 +397,7 @@ def test_a_killed_worker_is_replaced_while_the_other_answers(workers):
     assert victim not in pids and len(pids) == 2, "the killed worker was never replaced"
     assert failures == 0 and answered > 0
     # The dead worker's model series is gone; what it counted before dying still counts.
-    assert set(model_series(base)) == {str(p) for p in pids}
+    assert set(serving_workers(base)) == {str(p) for p in pids}
     after = scrape(base)
     for name in ("sentiment_requests_total", "sentiment_reviews_scored_total"):
         assert total(after, name) >= total(before, name)
@@ -416,7 +407,7 @@ def test_a_new_model_reaches_every_worker(workers, retrained, trained, predictor
     base, folder = workers
     old_sha = sha256_file(trained.artifacts_dir / "model.keras")
     new_sha = sha256_file(retrained.artifacts_dir / "model.keras")
-    assert set(model_series(base).values()) == {old_sha}
+    assert set(serving_workers(base).values()) == {old_sha}
     staged = folder / ".model.keras.new.keras"
     shutil.copy(retrained.artifacts_dir / "model.keras", staged)
     os.replace(staged, folder / "model.keras")
@@ -425,7 +416,7 @@ def test_a_new_model_reaches_every_worker(workers, retrained, trained, predictor
         # Each worker notices the new files between two of its own batches: keep both busy.
         for _ in range(10):
             assert scored(post(base, "/predict", {"reviews": ["좋아요"]})).shape == (1,)
-        series = model_series(base)
+        series = serving_workers(base)
         if len(series) == 2 and set(series.values()) == {new_sha}:
             break
         time.sleep(0.2)
