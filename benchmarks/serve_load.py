@@ -97,7 +97,7 @@ async def run_load(port: int, jobs: list[list[str]], clients: int) -> dict:
                 started = time.perf_counter()
                 try:
                     status, body = await client.post("/predict", {"reviews": jobs[i]})
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):  # dropped
                     status, body = 0, b""
                     client.close()
                     client = Client(port)
@@ -308,7 +308,7 @@ async def run_until(port: int, jobs: list[list[str]], clients: int, stop) -> dic
             while not stop.is_set():
                 try:
                     status, _ = await client.post("/predict", {"reviews": jobs[i % len(jobs)]})
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):  # dropped
                     status = 0
                     client.close()
                     client = Client(port)
