@@ -1,16 +1,23 @@
 # ruff: noqa: E402  (TF_CPP_MIN_LOG_LEVEL must be set before TensorFlow is imported)
 """The scoring service under load, on loopback, against in-process batched scoring.
 
-    python benchmarks/serve_load.py --artifacts-dir /tmp/serve-bench/artifacts
+    python benchmarks/serve_load.py --artifacts-dir /tmp/serve-bench/artifacts \
+        [--workers 1 0] [--swap-model OTHER/model.keras] [--kill-worker]
 
-Starts `python -m pipeline serve` in a subprocess on a free 127.0.0.1 port, warms it up with
---warmup requests, then runs --clients concurrent keep-alive
-clients that send --requests POST /predict requests between them, each with 1 to 5 real
-reviews from --source. Reports reviews/s, requests/s, p50/p99 latency, errors (any non-200, any
-answer that is not the in-process Predictor's within 1e-4), the service's memory before and
-after, and the mean batch the worker scored. Before the service starts, the same reviews are
-scored in this process by Predictor.predict_proba in one call: the ceiling the
-service is compared with. `--unbatched` adds a run with micro-batching off (serve_max_batch = 1).
+Starts `python -m pipeline serve --workers N` in a subprocess on a free 127.0.0.1 port for each
+N of --workers (default: 1, today's single process, and 0, one worker per core), warms it up
+with --warmup requests, then runs --clients concurrent keep-alive clients that send --requests
+POST /predict requests between them, each with 1 to 5 real reviews from --source. Reports
+reviews/s, requests/s, p50/p99 latency, errors (any non-200, any answer that is not the
+in-process Predictor's within 1e-4), the memory of all the service's processes together before
+and after, and the mean model batch (from /metrics, added up over workers). Before the service
+starts, the same reviews are scored in this process by Predictor.predict_proba in one call: the
+ceiling the service is compared with. `--unbatched` adds a run with micro-batching off.
+
+Under the last --workers setting, while clients keep sending: `--swap-model FILE` copies a
+different model.keras over the served one (atomically) and reports failed requests and how long
+until /metrics shows every worker serving its sha256; `--kill-worker` kills one worker (SIGKILL)
+and reports failed requests and how long until uvicorn's supervisor has replaced it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -89,7 +97,7 @@ async def run_load(port: int, jobs: list[list[str]], clients: int) -> dict:
                 started = time.perf_counter()
                 try:
                     status, body = await client.post("/predict", {"reviews": jobs[i]})
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):  # dropped
                     status, body = 0, b""
                     client.close()
                     client = Client(port)
@@ -118,22 +126,72 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and every process below it (the service's supervisor and its workers)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except OSError:  # gone meanwhile
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo.extend(parents.get(found[-1], []))
+    return found
+
+
+def _read(pid: int, name: str) -> str:
+    try:
+        with open(f"/proc/{pid}/{name}") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        return int(next(line for line in fh if line.startswith("VmRSS:")).split()[1]) / 1024
+    """Resident memory of the process and all below it, together."""
+    total = 0
+    for p in tree(pid):
+        lines = [line for line in _read(p, "status").splitlines() if line.startswith("VmRSS:")]
+        total += int(lines[0].split()[1]) if lines else 0
+    return total / 1024
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process (all its threads) has used so far."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time the process and all below it (all threads) have used so far."""
+    total = 0
+    for p in tree(pid):
+        stat = _read(p, "stat")
+        if stat:
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def get(port: int, path: str) -> dict:
+def scrape(port: int) -> list:
+    """Every sample of the service's /metrics."""
     import requests
+    from prometheus_client.parser import text_string_to_metric_families
 
-    return requests.get(f"http://127.0.0.1:{port}{path}", timeout=30).json()
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def metric(samples: list, name: str) -> float:
+    return sum(s.value for s in samples if s.name == name)
+
+
+def served_models(port: int) -> dict[str, str]:
+    """{worker pid: sha256 it serves} from /metrics (one series with a single process)."""
+    return {
+        s.labels.get("pid", "main"): s.labels["sha256"]
+        for s in scrape(port)
+        if s.name == "sentiment_model" and s.value == 1
+    }
 
 
 def start_service(artifacts: Path, settings: dict, port: int, log) -> subprocess.Popen:
@@ -157,11 +215,13 @@ def start_service(artifacts: Path, settings: dict, port: int, log) -> subprocess
         str(toml),
     ]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+    workers = int(settings.get("serve_workers", 0)) or os.cpu_count()
     deadline = time.monotonic() + 300
     while True:
         try:
-            get(port, "/health")
-            return process
+            if len(served_models(port)) == workers:  # every worker has its model loaded
+                return process
+            raise RuntimeError("not every worker is up yet")
         except Exception:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the service did not start; see {log.name}") from None
@@ -178,12 +238,12 @@ def measure_service(
             memory_start = rss_mib(process.pid)
             asyncio.run(run_load(port, jobs[: args.warmup], args.clients))  # warm-up
             memory_before = rss_mib(process.pid)
-            health_before = get(port, "/health")
+            batches_before = metric(scrape(port), "sentiment_batch_size_count")
             server_cpu, client_cpu = cpu_seconds(process.pid), time.process_time()
             result = asyncio.run(run_load(port, jobs, args.clients))
             server_cpu = cpu_seconds(process.pid) - server_cpu
             client_cpu = time.process_time() - client_cpu
-            health_after = get(port, "/health")
+            batches_after = metric(scrape(port), "sentiment_batch_size_count")
             memory_after = rss_mib(process.pid)
         finally:
             process.terminate()
@@ -195,7 +255,7 @@ def measure_service(
     failed = int((result["statuses"] != 200).sum())
     reviews = sum(len(job) for job in jobs)
     lat = 1000 * result["latencies"]
-    batches = health_after["batches"] - health_before["batches"]
+    batches = int(batches_after - batches_before)
     out = {
         "reviews": reviews,
         "requests": len(jobs),
@@ -232,9 +292,124 @@ def measure_service(
         f"{out['client_cpu_ms_per_request']} ms"
     )
     print(
-        f"  service RSS: {out['rss_mib_at_start']} MiB at start, {out['rss_mib_before']} MiB "
-        f"after warm-up, {out['rss_mib_after']} MiB after the load"
+        f"  service RSS (all processes): {out['rss_mib_at_start']} MiB at start, "
+        f"{out['rss_mib_before']} MiB after warm-up, {out['rss_mib_after']} MiB after the load"
     )
+    return out
+
+
+async def run_until(port: int, jobs: list[list[str]], clients: int, stop) -> dict:
+    """Clients send the jobs round and round until `stop` (a threading.Event) is set."""
+    counts = {"ok": 0, "failed": 0}
+
+    async def worker(offset: int) -> None:
+        client, i = Client(port), offset
+        try:
+            while not stop.is_set():
+                try:
+                    status, _ = await client.post("/predict", {"reviews": jobs[i % len(jobs)]})
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):  # dropped
+                    status = 0
+                    client.close()
+                    client = Client(port)
+                counts["ok" if status == 200 else "failed"] += 1
+                i += clients
+        finally:
+            client.close()
+
+    await asyncio.gather(*(worker(c) for c in range(clients)))
+    return counts
+
+
+def under_load(port: int, jobs: list[list[str]], clients: int, action) -> tuple[dict, dict]:
+    """Run `action()` in a thread while clients keep sending; (request counts, its result)."""
+    import threading
+
+    stop = threading.Event()
+
+    async def both():
+        load = asyncio.create_task(run_until(port, jobs, clients, stop))
+        try:
+            outcome = await asyncio.to_thread(action)
+            await asyncio.sleep(1)  # a second more of traffic after the event
+        finally:
+            stop.set()
+        return await load, outcome
+
+    return asyncio.run(both())
+
+
+def wait_for(condition, timeout: float = 120) -> float:
+    """Seconds until `condition()` is true (polled every 50 ms), or inf."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return float("inf")
+
+
+def measure_events(args, jobs: list[list[str]], settings: dict) -> dict:
+    """A model swap and a killed worker, each under load, on a copy of the artifacts."""
+    import shutil
+
+    from pipeline.files import sha256_file
+
+    out = {}
+    folder = Path(tempfile.mkdtemp(prefix="serve-load-artifacts-")) / "artifacts"
+    shutil.copytree(args.artifacts_dir, folder)
+    port = free_port()
+    with tempfile.NamedTemporaryFile("w", prefix="serve-load-", suffix=".log", delete=False) as log:
+        process = start_service(folder, settings, port, log)
+        try:
+            asyncio.run(run_load(port, jobs[: args.warmup], args.clients))  # warm-up
+            workers = len(served_models(port))
+            if args.swap_model:
+                new_sha = sha256_file(args.swap_model)
+
+                def swap() -> float:
+                    time.sleep(2)
+                    staged = folder / ".model.keras.new.keras"
+                    shutil.copy(args.swap_model, staged)
+                    os.replace(staged, folder / "model.keras")  # atomic, as every stage writes
+                    return wait_for(
+                        lambda: (
+                            set(served_models(port).values()) == {new_sha}
+                            and len(served_models(port)) == workers
+                        )
+                    )
+
+                counts, seconds = under_load(port, jobs, args.clients, swap)
+                out["swap"] = {**counts, "workers": workers, "seconds_to_all_workers": seconds}
+                print(
+                    f"\nmodel swap under load ({workers} workers): {counts['ok']:,} requests "
+                    f"answered, {counts['failed']} failed; every worker on the new sha256 after "
+                    f"{seconds:.2f} s"
+                )
+            if args.kill_worker:
+                before = served_models(port)
+                victim = int(min(before))
+
+                def kill() -> float:
+                    time.sleep(2)
+                    os.kill(victim, signal.SIGKILL)
+                    return wait_for(
+                        lambda: (
+                            str(victim) not in (now := served_models(port))
+                            and len(now) == len(before)
+                        )
+                    )
+
+                counts, seconds = under_load(port, jobs, args.clients, kill)
+                out["kill"] = {**counts, "workers": len(before), "seconds_to_replace": seconds}
+                print(
+                    f"\none of {len(before)} workers killed under load: {counts['ok']:,} "
+                    f"requests answered, {counts['failed']} failed; replaced (its model loaded) "
+                    f"after {seconds:.2f} s"
+                )
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
     return out
 
 
@@ -303,6 +478,21 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="service settings (TOML values), e.g. serve_model_threads=0",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="serve_workers to compare, side by side (default: 1 0; 0 is one per core)",
+    )
+    parser.add_argument(
+        "--swap-model",
+        type=Path,
+        help="another model.keras (same tokenizer): swapped in under load, last --workers",
+    )
+    parser.add_argument(
+        "--kill-worker", action="store_true", help="kill one worker under load, last --workers"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
@@ -328,20 +518,30 @@ def main() -> None:
     # Reference answers first (in this process; the service runs alone while measured).
     in_process, expected = measure_in_process(args, jobs)
     results["in_process"] = in_process
-    results["service"] = measure_service(
-        args, jobs, expected, settings, "service, micro-batching on"
-    )
+    for workers in args.workers:
+        title = f"service, --workers {workers}" + (
+            f" ({os.cpu_count()}, one per core)" if workers == 0 else ""
+        )
+        results[f"workers_{workers}"] = measure_service(
+            args, jobs, expected, {**settings, "serve_workers": workers}, title
+        )
     if args.unbatched:
         results["unbatched"] = measure_service(
             args,
             jobs,
             expected,
-            {**settings, "serve_max_batch": 1},
-            "service, micro-batching off (max batch 1)",
+            {**settings, "serve_workers": args.workers[0], "serve_max_batch": 1},
+            f"service, --workers {args.workers[0]}, micro-batching off (max batch 1)",
         )
-    share = results["service"]["reviews_per_s"] / in_process["reviews_per_s"]
-    results["service_share_of_in_process"] = round(share, 3)
-    print(f"\nservice / in-process: {share:.0%}")
+    print()
+    for workers in args.workers:
+        share = results[f"workers_{workers}"]["reviews_per_s"] / in_process["reviews_per_s"]
+        results[f"workers_{workers}"]["share_of_in_process"] = round(share, 3)
+        print(f"service --workers {workers} / in-process: {share:.0%}")
+    if args.swap_model or args.kill_worker:
+        results["events"] = measure_events(
+            args, jobs, {**settings, "serve_workers": args.workers[-1]}
+        )
     line = json.dumps(results)
     if args.json_out:
         args.json_out.write_text(line + "\n", encoding="utf-8")

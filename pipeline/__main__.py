@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--model-engine", choices=["auto", "onnx", "keras"], help="as predict's (default auto)"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes answering on the port (serve_workers; default 0: one per core)",
+    )
     return parser
 
 
@@ -175,6 +180,7 @@ def load_settings(args: argparse.Namespace):
                 "model_engine",
             )
         },
+        serve_workers=getattr(args, "workers", None),
         # predict's --encoding is its input file's, not the training source's; serve and
         # export have none
         encoding=getattr(args, "encoding", None) if args.command != "predict" else None,
@@ -259,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
             export_savedmodel(config, args.output, quiet=args.quiet)
         elif args.command == "serve":
-            from pipeline.serve import serve
+            from pipeline.serve.runner import serve
 
             serve(config, args.host, args.port, quiet=args.quiet)
         else:

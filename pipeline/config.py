@@ -151,6 +151,8 @@ class Config:
     # Threads per model call in the service (ONNX Runtime's or TensorFlow's; 0: the engine's
     # default). One leaves the other cores to HTTP; small batches gain little from more.
     serve_model_threads: int = setting(1)
+    # worker processes of the service, each with its own model (0: one per core)
+    serve_workers: int = setting(0)
 
     def __post_init__(self) -> None:
         # Accept what TOML, flags and Python callers naturally pass: str paths, list sizes.
@@ -315,6 +317,8 @@ def _validate(config: Config) -> None:
         raise PipelineError(f"{', '.join(limits)} must be positive and serve_batch_wait_ms >= 0")
     if config.serve_model_threads < 0:
         raise PipelineError("serve_model_threads must be 0 (one per core) or more")
+    if config.serve_workers < 0:
+        raise PipelineError("serve_workers (--workers) must be 0 (one per core) or more")
     if not 0 < config.val_fraction + config.test_fraction < 1:
         raise PipelineError("val_fraction + test_fraction must be between 0 and 1")
     _validate_source(config)

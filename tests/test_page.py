@@ -114,3 +114,23 @@ def test_the_page_labels_scores_and_shades_typed_reviews(trained, browser, tmp_p
         error = browser.find_element(By.ID, "error")
         assert error.is_displayed() and "the limit is 20" in error.text
     assert (tmp_path / "serve_page.png").stat().st_size > 10_000
+
+
+def test_the_api_docs_render_offline_listing_every_operation(trained, browser, tmp_path):
+    """/docs is Swagger UI with its script and styles served by the service: no CDN needed."""
+    with running(trained) as base:
+        browser.get(base + "/docs")
+        WebDriverWait(browser, 60).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+        )
+        paths = {
+            op.get_attribute("data-path")
+            for op in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+        }
+        assert {"/predict", "/explain", "/health", "/info", "/metrics"} <= paths
+        loaded = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        assert loaded and all(url.startswith(base + "/") for url in loaded), loaded
+        browser.save_screenshot(str(tmp_path / "docs.png"))
+    assert (tmp_path / "docs.png").stat().st_size > 10_000

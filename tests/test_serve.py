@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,11 +14,12 @@ import time
 import numpy as np
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cleaning import clean_text
 from pipeline.files import sha256_file
 from pipeline.predict import NEGATIVE, POSITIVE, Predictor
-from tests.live_service import running
+from tests.live_service import running, running_workers, serving_workers
 from tests.test_cli import assert_clean_error, run_main
 
 LIMITS = dict(
@@ -202,7 +204,7 @@ def test_explain_covers_the_characters_the_model_reads_of_a_long_review(base, pr
 @pytest.mark.parametrize("side", ["pre", "post"])
 def test_occlusion_shows_exactly_the_characters_the_tokenizer_keeps(unit, side):
     """maxlen counts ids: with jamo, a syllable is 3 of them, so fewer characters are in view."""
-    from pipeline.serve import occlusion_variants
+    from pipeline.serve.explain import occlusion_variants
     from pipeline.tokenizer import CharTokenizer
 
     review = "배송 빠르고 좋아요 정말 좋아요"
@@ -253,6 +255,174 @@ def test_the_page_and_the_api_schema_are_served(base):
         body_schema = schema["components"]["schemas"][ref] if ref else body["schema"]
         assert body_schema["properties"]["reviews"]["items"]["type"] == "string"
     assert {"/health", "/info"} <= set(schema["paths"])
+
+
+# -- /metrics and the offline docs -------------------------------------------------------------
+def scrape(base) -> list:
+    """Every sample /metrics gives, parsed by prometheus_client's own parser."""
+    response = requests.get(f"{base}/metrics", timeout=30)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return [s for f in text_string_to_metric_families(response.text) for s in f.samples]
+
+
+def total(samples, name, **labels) -> float:
+    """The sum of the samples called `name` whose labels include `labels`."""
+    return sum(
+        s.value
+        for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def send_known_traffic(base, sample_reviews) -> dict:
+    """A fixed mix of answers (200s, a 413, 422s, a 404) on fresh connections; what was sent."""
+    sizes = [1 + i % 5 for i in range(12)]
+    for i, size in enumerate(sizes):
+        assert post(base, "/predict", {"reviews": sample_reviews[i : i + size]}).ok
+    assert post(base, "/explain", {"reviews": ["좋아요", "별로"]}).ok
+    assert post(base, "/predict", {"reviews": ["좋아요"] * 51}).status_code == 413
+    for _ in range(3):
+        assert post(base, "/predict", {"reviews": [1]}).status_code == 422
+    assert requests.get(f"{base}/nothing-here", timeout=10).status_code == 404
+    # An explained review is scored with one variant per character: 1 + 3 and 1 + 2 texts.
+    return {"predict_200": len(sizes), "predicted": sum(sizes), "explained": 2, "texts": 7}
+
+
+def assert_counts_add_up(before, after, sent) -> None:
+    def delta(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert (
+        delta("sentiment_requests_total", endpoint="/predict", status="200") == sent["predict_200"]
+    )
+    assert delta("sentiment_requests_total", endpoint="/explain", status="200") == 1
+    assert delta("sentiment_requests_total", endpoint="/predict", status="413") == 1
+    assert delta("sentiment_requests_total", endpoint="/predict", status="422") == 3
+    assert delta("sentiment_requests_total", endpoint="other", status="404") == 1
+    assert delta("sentiment_reviews_scored_total", endpoint="/predict") == sent["predicted"]
+    assert delta("sentiment_reviews_scored_total", endpoint="/explain") == sent["explained"]
+    # Every answered request was timed; the 413/422s never reached the model.
+    assert delta("sentiment_request_seconds_count", endpoint="/predict") == sent["predict_200"] + 4
+    batches = delta("sentiment_batch_size_count")
+    assert 1 <= batches <= sent["predict_200"] + 1
+    # Each batch's texts: the predicted reviews, and per explained review itself and its variants.
+    assert (
+        delta("sentiment_batch_size_sum") == sent["predicted"] + len("좋아요") + 1 + len("별로") + 1
+    )
+
+
+def test_metrics_count_every_request_review_and_batch(base, sample_reviews, trained):
+    before = scrape(base)
+    sent = send_known_traffic(base, sample_reviews)
+    after = scrape(base)
+    assert_counts_add_up(before, after, sent)
+    sha = sha256_file(trained.artifacts_dir / "model.keras")
+    assert total(after, "sentiment_model", sha256=sha) == 1  # no pid label: one process
+    assert total(after, "sentiment_model_loads_total") >= 1
+
+
+def test_the_docs_load_nothing_from_outside(base):
+    page = requests.get(f"{base}/docs", timeout=10)
+    assert page.status_code == 200
+    for kind in ("docs", "redoc"):
+        html = requests.get(f"{base}/{kind}", timeout=10).text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert assets and all(url.startswith("/docs-assets/") for url in assets), assets
+        assert "https://" not in html
+        for url in assets:
+            asset = requests.get(f"{base}{url}", timeout=10)
+            assert asset.status_code == 200 and len(asset.content) > 1000, url
+
+
+# -- several worker processes ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def workers(trained, tmp_path_factory):
+    """`serve --workers 2` on a copy of the model: (base URL, its artifacts folder)."""
+    root = tmp_path_factory.mktemp("workers")
+    folder = root / "artifacts"
+    shutil.copytree(trained.artifacts_dir, folder)
+    with running_workers(folder, LIMITS, 2, root) as url:
+        yield url, folder
+
+
+def worker_pids(base, tries=200) -> set:
+    """The pids of the workers that answer /health on fresh connections (until 2 are seen)."""
+    pids = set()
+    for _ in range(tries):
+        pids.add(requests.get(f"{base}/health", timeout=10).json()["pid"])
+        if len(pids) == 2:
+            break
+    return pids
+
+
+def test_two_workers_answer_and_their_metrics_add_up(workers, sample_reviews, predictor):
+    base, _ = workers
+    assert len(worker_pids(base)) == 2, "only one worker ever answered"
+    before = scrape(base)
+    sent = send_known_traffic(base, sample_reviews)
+    after = scrape(base)
+    assert_counts_add_up(before, after, sent)
+    reviews = sample_reviews[:5]
+    np.testing.assert_allclose(
+        scored(post(base, "/predict", {"reviews": reviews})),
+        predictor.predict_proba(reviews),
+        atol=1e-5,
+    )
+
+
+def test_every_worker_holds_the_limits(workers):
+    base, _ = workers
+    for _ in range(20):  # fresh connections: both workers answer some
+        assert post(base, "/predict", {"reviews": ["좋아요"] * 51}).status_code == 413
+        assert post(base, "/explain", {"reviews": ["좋아요"] * 4}).status_code == 413
+
+
+def test_a_killed_worker_is_replaced_while_the_other_answers(workers):
+    base, _ = workers
+    old = worker_pids(base)
+    assert len(old) == 2 and set(serving_workers(base)) == {str(p) for p in old}
+    before = scrape(base)
+    victim = min(old)
+    os.kill(victim, signal.SIGKILL)
+    failures, answered = 0, 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            answered += post(base, "/predict", {"reviews": ["좋아요"]}).status_code == 200
+        except requests.ConnectionError:
+            failures += 1
+        pids = worker_pids(base, tries=20)
+        if victim not in pids and len(pids) == 2:
+            break
+        time.sleep(0.1)
+    assert victim not in pids and len(pids) == 2, "the killed worker was never replaced"
+    assert failures == 0 and answered > 0
+    # The dead worker's model series is gone; what it counted before dying still counts.
+    assert set(serving_workers(base)) == {str(p) for p in pids}
+    after = scrape(base)
+    for name in ("sentiment_requests_total", "sentiment_reviews_scored_total"):
+        assert total(after, name) >= total(before, name)
+
+
+def test_a_new_model_reaches_every_worker(workers, retrained, trained, predictor):
+    base, folder = workers
+    old_sha = sha256_file(trained.artifacts_dir / "model.keras")
+    new_sha = sha256_file(retrained.artifacts_dir / "model.keras")
+    assert set(serving_workers(base).values()) == {old_sha}
+    staged = folder / ".model.keras.new.keras"
+    shutil.copy(retrained.artifacts_dir / "model.keras", staged)
+    os.replace(staged, folder / "model.keras")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        # Each worker notices the new files between two of its own batches: keep both busy.
+        for _ in range(10):
+            assert scored(post(base, "/predict", {"reviews": ["좋아요"]})).shape == (1,)
+        series = serving_workers(base)
+        if len(series) == 2 and set(series.values()) == {new_sha}:
+            break
+        time.sleep(0.2)
+    assert len(series) == 2 and set(series.values()) == {new_sha}, series
+    assert total(scrape(base), "sentiment_model_load_failures_total") == 0
 
 
 # -- concurrency and micro-batching ------------------------------------------------------------
@@ -384,7 +554,7 @@ def test_swapped_out_models_are_let_go(tmp_path):
     """Each swap frees the old model: a service swapping models must not grow."""
     import weakref
 
-    from pipeline.serve import Scorer
+    from pipeline.serve.scorer import Scorer
     from pipeline.tokenizer import CharTokenizer
     from tests.known_model import save_known_model
 

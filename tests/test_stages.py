@@ -175,6 +175,7 @@ def test_runtime_only_settings_are_the_known_few():
         "serve_max_batch",
         "serve_batch_wait_ms",
         "serve_model_threads",
+        "serve_workers",
     }
 
 
