@@ -44,7 +44,7 @@ with scored.open(encoding="utf-8", newline="") as fh:
 
 # the service's scorer, as `serve` builds it
 from pipeline.config import Config  # noqa: E402
-from pipeline.serve import create_app  # noqa: E402
+from pipeline.serve.app import create_app  # noqa: E402
 
 app = create_app(Config(artifacts_dir=artifacts))
 scorer = app.state.scorer
