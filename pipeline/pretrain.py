@@ -30,6 +30,7 @@ from pipeline.cleaning import clean_texts
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path, write_json_atomic
+from pipeline.plots import plot_curves
 from pipeline.tables import decode_source, format_from_name, read_table, text_of
 from pipeline.tokenizer import OOV_INDEX, CharTokenizer, trim_padding
 
@@ -96,8 +97,6 @@ def pretrain(config: Config, quiet: bool = False) -> dict:
     with atomic_path(config.pretrained_path) as tmp:
         keras.Model(model.inputs, model.outputs, name=model.name).save(tmp)
 
-    from pipeline.train import plot_curves
-
     summary = {
         "objective": config.pretrain,
         **counts,
@@ -108,13 +107,11 @@ def pretrain(config: Config, quiet: bool = False) -> dict:
         "texts_per_second": round(len(x) / min(epoch_seconds)),
         "parameters": model.count_params(),
     }
-    write_json_atomic(
-        config.artifacts_dir / "pretrain_history.json", {**summary, "history": history}
-    )
+    write_json_atomic(config.pretrain_history_path, {**summary, "history": history})
     what = {"mlm": "hidden characters", "rtd": "replaced or not, per character"}
     plot_curves(
         history,
-        config.artifacts_dir / "pretrain_curves.png",
+        config.pretrain_curves_path,
         f"pretraining loss ({config.pretrain}: {what[config.pretrain]})",
     )
     return summary
