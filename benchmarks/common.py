@@ -3,9 +3,12 @@ configs/original_recipe.toml), a fresh process's peak memory, and the machine th
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -59,3 +62,45 @@ def source_reviews(path: Path) -> list[str]:
     """The review of every `RATING<TAB>REVIEW` line, raw (as users would send it)."""
     lines = path.read_text(encoding="utf-8").splitlines()
     return [line.split("\t", 1)[1] for line in lines if "\t" in line]
+
+
+def scratch_artifacts(artifacts_dir: Path, pretrained_from: Path | None = None) -> Path:
+    """A new artifacts folder holding the run's tokenizer (and a pretrained encoder to reuse)."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-artifacts-"))
+    shutil.copy(Path(artifacts_dir) / "tokenizer.json", folder / "tokenizer.json")
+    if pretrained_from is not None:
+        shutil.copy(Path(pretrained_from) / "pretrained.keras", folder / "pretrained.keras")
+    return folder
+
+
+def parse_settings(items: list[str]) -> dict:
+    """KEY=VALUE pairs; a value is JSON (numbers, true, lists) or else a plain string."""
+    settings = {}
+    for key, value in (item.split("=", 1) for item in items):
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
+def save_default_model(folder: Path, texts: list[str]) -> Path:
+    """`folder` holding what Predictor loads: the default config's model, untrained (scoring
+    costs the same whatever the weights), and a tokenizer fit on the texts, cleaned."""
+    import keras
+
+    from pipeline.cleaning import clean_texts
+    from pipeline.config import Config
+    from pipeline.model import build_model
+    from pipeline.tokenizer import CharTokenizer
+    from pipeline.train import for_inference
+
+    config = Config()
+    tokenizer = CharTokenizer.for_config(config).fit(clean_texts(texts))
+    keras.utils.set_random_seed(config.seed)
+    jamo = tokenizer.jamo_table() if config.jamo_features else None
+    model = build_model(config, tokenizer.vocab_size, 100, jamo)
+    folder.mkdir(parents=True, exist_ok=True)
+    for_inference(model).save(folder / "model.keras")
+    tokenizer.save(folder / "tokenizer.json")
+    return folder

@@ -42,7 +42,15 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 import tf_keras
-from common import DEFAULT_SOURCE, NOTEBOOK_MODEL, NOTEBOOK_RECIPE, REPO, child_env, machine
+from common import (
+    DEFAULT_SOURCE,
+    NOTEBOOK_MODEL,
+    NOTEBOOK_RECIPE,
+    REPO,
+    child_env,
+    machine,
+    save_default_model,
+)
 from tf_keras.preprocessing.sequence import pad_sequences
 from tf_keras.preprocessing.text import Tokenizer as LegacyTokenizer
 
@@ -242,13 +250,6 @@ def save_model(model, tokenizer: CharTokenizer, folder: Path) -> Path:
     return folder
 
 
-def default_model(tokenizer: CharTokenizer):
-    """The default config's model (untrained: speed does not depend on the weights)."""
-    keras.utils.set_random_seed(SEED)
-    jamo = tokenizer.jamo_table() if Config().jamo_features else None
-    return build_model(Config(), tokenizer.vocab_size, 100, jamo)
-
-
 # -- 3. batched prediction and 4. one-review latency ---------------------------
 
 
@@ -419,8 +420,7 @@ def run_models(parsed: ParsedLines, config: Config, args, run: list[str], result
         folder = save_model(ours["model"], ours["tokenizer"], Path(tmp) / "ours")
         default = args.model_dir
         if default is None and {"predict", "latency"} & set(run):
-            tokenizer = CharTokenizer.for_config(Config()).fit(x_train)
-            default = save_model(default_model(tokenizer), tokenizer, Path(tmp) / "default")
+            default = save_default_model(Path(tmp) / "default", x_train)
         if "predict" in run:
             print("\n3. batched prediction")
             results["predict"] = bench_predict(original, folder, default, texts)
