@@ -289,6 +289,7 @@ def run_pipeline(
 ) -> list[tuple[str, str]]:
     """Run the named stages in graph order, skipping fresh ones unless `force`."""
     done = []
+    say = (lambda line: None) if quiet else print
     with pipeline_lock(config):
         for stage in STAGES:
             if stage.name not in names:
@@ -297,20 +298,16 @@ def run_pipeline(
             digest_parts = fingerprint(stage, config)
             state, why = stage_state(stage, config, digest_parts)
             if state == "fresh" and not force:
-                if not quiet:
-                    print(f"{stage.name}: skipped ({why})")
+                say(f"{stage.name}: skipped ({why})")
                 done.append((stage.name, "skipped"))
                 continue
-            if not quiet:
-                print(f"{stage.name}: running")
+            say(f"{stage.name}: running")
             record = run_stage(stage, config, quiet, digest_parts)
             if record is None:  # a worker's part ends here: the chief writes and goes on
-                if not quiet:
-                    print(f"{stage.name}: done as a worker; the chief wrote the outputs")
+                say(f"{stage.name}: done as a worker; the chief wrote the outputs")
                 done.append((stage.name, "worker"))
                 break
-            if not quiet:
-                print(f"{stage.name}: done in {record['seconds']:.1f} s")
+            say(f"{stage.name}: done in {record['seconds']:.1f} s")
             done.append((stage.name, "ran"))
     return done
 
