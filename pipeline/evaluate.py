@@ -1,7 +1,7 @@
 """Score the test split through the same path users get (clean -> encode -> predict).
 
-Reports the model beside the TF-IDF baseline, with accuracy by review length and a
-confusion-matrix plot.
+Reports the model beside the TF-IDF baseline, with accuracy by review length, calibration
+(ECE), a confusion-matrix plot and a reliability diagram.
 """
 
 from __future__ import annotations
