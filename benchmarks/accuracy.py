@@ -17,30 +17,24 @@ import argparse
 import json
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import scratch_artifacts
 
 from pipeline.baseline import fit_baseline
-from pipeline.cleaning import clean_texts
 from pipeline.config import load_config
-from pipeline.predict import Predictor, is_positive
-from pipeline.prepare import parse_lines, read_split
+from pipeline.labels import is_positive
+from pipeline.predict import Predictor
+from pipeline.prepare import label_and_clean, parse_lines, read_split
 from pipeline.train import train
 
 
 def cross_domain_set(path: Path) -> tuple[list[str], np.ndarray]:
-    """Labelled, cleaned, non-empty, deduplicated reviews of a RATING<TAB>REVIEW file."""
-    parsed = parse_lines(path.read_bytes())
-    seen, texts, labels = set(), [], []
-    for rating, text in zip(parsed.ratings, clean_texts(parsed.reviews), strict=True):
-        if text and text not in seen:
-            seen.add(text)
-            texts.append(text)
-            labels.append(int(rating > 3))
-    return texts, np.array(labels)
+    """A RATING<TAB>REVIEW file through prepare: labelled, cleaned, non-empty, deduplicated."""
+    frame, _ = label_and_clean(parse_lines(path.read_bytes()))
+    return frame["text"].tolist(), frame["label"].to_numpy()
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -78,8 +72,7 @@ def main() -> None:
 
     rows = []
     for seed in args.seeds:
-        scratch = Path(tempfile.mkdtemp(prefix=f"accuracy-seed{seed}-"))
-        shutil.copy(args.artifacts_dir / "tokenizer.json", scratch / "tokenizer.json")
+        scratch = scratch_artifacts(args.artifacts_dir)
         started = time.perf_counter()
         summary = train(base.replace(artifacts_dir=scratch, seed=seed), quiet=True)
         seconds = time.perf_counter() - started

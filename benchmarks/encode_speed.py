@@ -9,10 +9,10 @@ import argparse
 import time
 from pathlib import Path
 
+from common import DEFAULT_SOURCE, source_reviews
+
 from pipeline.cleaning import clean_texts
 from pipeline.tokenizer import CharTokenizer
-
-DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared/data/nsmc_reviews_200k.txt"
 
 
 def main() -> None:
@@ -20,8 +20,7 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     parser.add_argument("--lines", type=int, default=100_000)
     args = parser.parse_args()
-    lines = args.source.read_text(encoding="utf-8").splitlines()[: args.lines]
-    texts = clean_texts(line.split("\t", 1)[1] for line in lines)
+    texts = clean_texts(source_reviews(args.source)[: args.lines])
     for unit, maxlen in (("char", 100), ("char", 30), ("jamo", 250)):
         tokenizer = CharTokenizer(maxlen=maxlen, unit=unit).fit(texts)
         times = []

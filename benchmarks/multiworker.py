@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -32,9 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import DEFAULT_SOURCE, REPO, child_env, machine
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCE = REPO.parent / "shared/data/nsmc_reviews_200k.txt"
+from pipeline.records import read_json
 
 
 def prepare(source: Path, lines: int, config_path: Path, root: Path):
@@ -86,7 +84,7 @@ def run(commands: list[list[str]], envs: list[dict]) -> float:
 
 
 def summary(artifacts: Path, wall: float) -> dict:
-    result = json.loads((artifacts / "history.json").read_text(encoding="utf-8"))
+    result = read_json(artifacts / "history.json")  # the train stage's history_path
     keys = ("workers", "replicas", "epochs_run", "train_seconds", "train_samples_per_second")
     keys += ("val_accuracy", "val_loss")
     return {"wall_seconds": round(wall, 1), **{k: result[k] for k in keys}}
@@ -99,9 +97,9 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "benchmarks/configs/small.toml")
     args = parser.parse_args()
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = child_env()
     results: dict = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "source": str(args.source),
         "lines": args.lines,
         "config": str(args.config),

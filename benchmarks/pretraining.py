@@ -27,32 +27,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import parse_settings, scratch_artifacts
 
 from pipeline.config import load_config
 from pipeline.evaluate import classification_metrics
 from pipeline.predict import Predictor
 from pipeline.prepare import read_split
-from pipeline.stages import get_stage, run_pipeline
+from pipeline.stages import get_stage, read_record, run_pipeline
 
 
-def scratch_artifacts(artifacts_dir: Path, pretrained_from: Path | None = None) -> Path:
-    """A new artifacts folder holding the run's tokenizer (and a pretrained encoder to reuse)."""
-    folder = Path(tempfile.mkdtemp(prefix="pretraining-"))
-    shutil.copy(artifacts_dir / "tokenizer.json", folder / "tokenizer.json")
-    if pretrained_from is not None:
-        shutil.copy(pretrained_from / "pretrained.keras", folder / "pretrained.keras")
-    return folder
-
-
-def label_fraction(data_dir: Path, fraction: float, seed: int) -> Path:
+def label_fraction(config, fraction: float) -> Path:
     """A data folder whose encoded training split keeps `fraction` of its rows, per label."""
-    folder = Path(tempfile.mkdtemp(prefix=f"labels-{fraction:g}-"))
-    (folder / "processed").mkdir()
-    for split in ("train", "val", "test"):
-        shutil.copy(data_dir / "processed" / f"{split}.tsv", folder / "processed" / f"{split}.tsv")
-    with np.load(data_dir / "processed" / "encoded.npz") as data:
+    folder = config.replace(data_dir=Path(tempfile.mkdtemp(prefix=f"labels-{fraction:g}-")))
+    shutil.copytree(config.processed_dir, folder.processed_dir)
+    with np.load(config.encoded_path) as data:
         arrays = dict(data)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(config.seed)
     keep = np.concatenate(
         [
             rng.choice(np.flatnonzero(arrays["y_train"] == label), round(fraction * count), False)
@@ -61,8 +51,8 @@ def label_fraction(data_dir: Path, fraction: float, seed: int) -> Path:
     )
     keep.sort()
     arrays["x_train"], arrays["y_train"] = arrays["x_train"][keep], arrays["y_train"][keep]
-    np.savez(folder / "processed" / "encoded.npz", **arrays)
-    return folder
+    np.savez(folder.encoded_path, **arrays)
+    return folder.data_dir
 
 
 def validation_scores(config) -> dict:
@@ -78,7 +68,7 @@ def run(config, names: tuple[str, ...]) -> dict:
     run_pipeline(config, names=names, force=True, quiet=True)
     row = {"wall_seconds": round(time.perf_counter() - started, 1)}
     for name in names:
-        record = json.loads(get_stage(name).record_path(config).read_text(encoding="utf-8"))
+        record = read_record(get_stage(name), config)
         row[f"{name}_seconds"] = record["seconds"]
         if name == "pretrain":
             result = record["result"]
@@ -92,17 +82,6 @@ def run(config, names: tuple[str, ...]) -> dict:
     if "train" not in names:
         return row
     return {**row, **validation_scores(config)}
-
-
-def parse_settings(items: list[str]) -> dict:
-    """KEY=VALUE pairs; a value is JSON (numbers, true, lists) or else a plain string."""
-    settings = {}
-    for key, value in (item.split("=", 1) for item in items):
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
-    return settings
 
 
 def main() -> None:
@@ -143,7 +122,7 @@ def main() -> None:
         encoders[variant] = config.artifacts_dir
 
     for fraction in args.fractions:
-        data_dir = label_fraction(args.data_dir, fraction, base.seed)
+        data_dir = label_fraction(base, fraction)
         for variant in ("none", args.curve_variant):
             pretrained = encoders.get(variant) if variant != "none" else None
             if variant != "none" and pretrained is None:

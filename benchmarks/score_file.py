@@ -17,24 +17,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "nsmc_reviews_200k.txt"
+from common import DEFAULT_SOURCE, REPO, child_env, machine, save_default_model, source_reviews
 
-# Peak RSS in KiB read inside the child (VmHWM: ru_maxrss would carry the parent's peak).
+# Peak RSS read inside the child (VmHWM: ru_maxrss would carry the parent's peak).
 CHILD = """
 import json, sys, time
 from pathlib import Path
-
-def peak_rss_kib():
-    with open("/proc/self/status") as fh:
-        return int(next(line for line in fh if line.startswith("VmHWM:")).split()[1])
+from benchmarks.common import peak_rss_kib
 
 mode, folder, path, chunk = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 from pipeline.predict import Predictor
@@ -57,20 +51,6 @@ print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak_rss_kib() /
 """
 
 
-def make_model(folder: Path, reviews: list[str]) -> None:
-    """Default architecture, untrained weights, tokenizer fit on the reviews."""
-    from pipeline.cleaning import clean_texts
-    from pipeline.config import Config
-    from pipeline.model import build_model
-    from pipeline.tokenizer import CharTokenizer
-    from pipeline.train import for_inference
-
-    tokenizer = CharTokenizer().fit(clean_texts(reviews))
-    model = build_model(Config(), tokenizer.vocab_size, 10, tokenizer.jamo_table())
-    for_inference(model).save(folder / "model.keras")
-    tokenizer.save(folder / "tokenizer.json")
-
-
 def write_csv(path: Path, reviews: list[str], rows: int) -> None:
     with path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
@@ -80,10 +60,9 @@ def write_csv(path: Path, reviews: list[str], rows: int) -> None:
 
 
 def child(mode: str, folder: Path, path: Path, chunk: int) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-c", CHILD, mode, str(folder), str(path), str(chunk)],
-        cwd=REPO, env=env, capture_output=True, text=True, check=True,
+        cwd=REPO, env=child_env(), capture_output=True, text=True, check=True,
     )  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -96,12 +75,11 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=8192)
     args = parser.parse_args()
 
-    lines = args.source.read_text(encoding="utf-8").splitlines()
-    reviews = [line.split("\t", 1)[1] for line in lines if "\t" in line]
-    results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()}}
+    reviews = source_reviews(args.source)
+    results = {"machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_model(tmp, reviews)
+        save_default_model(tmp, reviews)
         for rows in (args.small, args.large):
             path = tmp / f"reviews_{rows}.csv"
             write_csv(path, reviews, rows)

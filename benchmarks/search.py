@@ -12,33 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
+from common import NOTEBOOK_MODEL as NOTEBOOK
+from common import parse_settings, scratch_artifacts
+
 from pipeline.config import load_config
+from pipeline.records import read_json
 from pipeline.train import train
 
-# Every variant spells out its whole model over the notebook's, so a row of RESULTS.md stays
-# reproducible whatever the defaults become; training settings (epochs, learning rate, schedule)
-# come from the defaults and --set.
-NOTEBOOK = dict(
-    embedding_dim=16,
-    rnn_units=(64, 32),
-    cell="lstm",
-    bidirectional=False,
-    conv_filters=0,
-    conv_kernel=3,
-    conv_pool=1,
-    pooling=False,
-    spatial_dropout=0.0,
-    dropout=0.0,
-    recurrent_dropout=0.0,
-    head_dropout=0.0,
-    jamo_features=0,
-    ngram_order=0,
-    branch_loss_weight=0.0,
-)
+# Every variant spells out its whole model over the notebook's (configs/original_recipe.toml),
+# so a row of RESULTS.md stays reproducible whatever the defaults become; training settings
+# (epochs, learning rate, schedule) come from the defaults and --set.
 CONV = {**NOTEBOOK, "embedding_dim": 64, "conv_filters": 128, "pooling": True}
 # the convolution's output max-pooled by 2: half the RNN steps pay for a bidirectional LSTM
 CONV_POOL2_BILSTM = {**CONV, "conv_pool": 2, "bidirectional": True}
@@ -88,17 +74,16 @@ def main() -> None:
         help="settings applied to every variant, e.g. epochs=2 batch_size=512",
     )
     args = parser.parse_args()
-    common = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    common = parse_settings(args.set)
 
     for name in args.variants:
-        scratch = Path(tempfile.mkdtemp(prefix=f"search-{name}-"))
-        shutil.copy(args.artifacts_dir / "tokenizer.json", scratch / "tokenizer.json")
+        scratch = scratch_artifacts(args.artifacts_dir)
         config = load_config(
             data_dir=args.data_dir, artifacts_dir=scratch, **{**VARIANTS[name], **common}
         )
         started = time.perf_counter()
         summary = train(config, quiet=True)
-        history = json.loads((scratch / "history.json").read_text(encoding="utf-8"))["history"]
+        history = read_json(config.history_path)["history"]
         print(
             json.dumps(
                 {

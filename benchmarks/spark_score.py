@@ -16,7 +16,7 @@ and once more on the first --small rows, so the fixed start-up cost can be told 
 Peak RSS (VmHWM) is read every 0.2 s for every process of the command's tree: the CLI's Python,
 Spark's JVM, and each Python worker (the processes that load the model and score). The model is
 the default architecture with untrained weights and a tokenizer fit on the reviews
-(benchmarks/score_file.py's make_model): scoring costs the same whatever the weights are.
+(benchmarks/common.py's save_default_model): scoring costs the same whatever the weights are.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,17 +31,16 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from score_file import DEFAULT_SOURCE, REPO, make_model, write_csv  # noqa: E402
-
-
-def peak_rss_mib(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            return int(next(line for line in fh if line.startswith("VmHWM:")).split()[1]) / 1024
-    except (OSError, StopIteration):
-        return None
-
+from common import (
+    DEFAULT_SOURCE,
+    REPO,
+    child_env,
+    machine,
+    peak_rss_kib,
+    save_default_model,
+    source_reviews,
+)
+from score_file import write_csv
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -103,10 +101,9 @@ def roles(root: int) -> dict[int, str]:
 
 def run(command: list[str]) -> dict:
     """Wall time and per-process peak RSS of one command and every process it starts."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
     child = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        command, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     peaks: dict[int, tuple[str, float]] = {}
     cpu: dict[int, float] = {}
@@ -115,9 +112,9 @@ def run(command: list[str]) -> dict:
     def sample() -> None:
         while not done.wait(0.2):
             for pid, name in roles(child.pid).items():
-                rss = peak_rss_mib(pid)  # VmHWM only grows (an exec starts it afresh)
+                rss = peak_rss_kib(pid)  # VmHWM only grows (an exec starts it afresh)
                 if rss is not None:
-                    peaks[pid] = (name, rss)
+                    peaks[pid] = (name, rss / 1024)
                     cpu[pid] = cpu_seconds(pid) or cpu.get(pid, 0.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -156,19 +153,12 @@ def main() -> None:
 
     import pandas as pd
 
-    lines = args.source.read_text(encoding="utf-8").splitlines()
-    reviews = [line.split("\t", 1)[1] for line in lines if "\t" in line]
-    results: dict = {
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average_at_start": os.getloadavg(),
-        },
-        "rows": args.rows,
-    }
+    reviews = source_reviews(args.source)
+    results: dict = {"machine": {**machine(), "load_average_at_start": os.getloadavg()}}
+    results["rows"] = args.rows
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_model(tmp, reviews)
+        save_default_model(tmp, reviews)
         python = [
             sys.executable,
             "-m",

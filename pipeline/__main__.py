@@ -1,9 +1,9 @@
-"""Command line: python -m pipeline COMMAND (run, one stage by name, predict, serve, status)."""
+"""Command line: python -m pipeline COMMAND (run, one stage by name, status, predict, export,
+serve)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -12,10 +12,10 @@ from pipeline.errors import PipelineError
 STAGE_HELP = {
     "download": "fetch the review file from --source and verify it",
     "prepare": "label, clean, dedupe and split the reviews",
-    "tokenize": "fit the character tokenizer on the training split and encode every split",
+    "tokenize": "fit the character tokenizer on the training split; encode it and validation",
     "baseline": "fit the TF-IDF + logistic regression baseline on the same split",
     "pretrain": "pretrain the character encoder on unlabeled reviews (--unlabeled)",
-    "train": "train the stacked RNN (from the pretrained encoder)",
+    "train": "train the classifier (from the pretrained encoder if --pretrain is on)",
     "evaluate": "score the test split and write metrics.json",
 }
 
@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     common, source = _settings_parser(), _source_parser()
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
-        description="Korean shopping-review sentiment: download -> prepare -> tokenize -> train "
-        "-> evaluate, then predict.",
+        description="Korean shopping-review sentiment: "
+        + " -> ".join(STAGE_HELP)
+        + ", then predict, export or serve.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -251,8 +252,7 @@ TRAINING_PACKAGES = ("tensorflow", "keras", "onnx", "pandas", "sklearn", "reques
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Fewer TensorFlow C++ logs (TF 2.21 still prints a few start-up lines).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TF_CPP_MIN_LOG_LEVEL's default is set by importing pipeline (pipeline/__init__.py)
     args = build_parser().parse_args(argv)
     try:
         config = load_settings(args)

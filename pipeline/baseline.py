@@ -75,7 +75,7 @@ def baseline(config: Config, quiet: bool = False) -> dict:
         probs = fitted.predict_proba(frame["text"])
         result[name] = classification_metrics(frame["label"].to_numpy(), probs)
         result[name]["accuracy_by_length"] = length_buckets(frame["text"], frame["label"], probs)
-    write_json_atomic(config.artifacts_dir / "baseline.json", result)
+    write_json_atomic(config.baseline_path, result)
     if not quiet:
         print(
             f"baseline: validation accuracy {result['val']['accuracy']:.4f} at C = {fitted.c:g} "

@@ -203,6 +203,49 @@ class Config:
     def pretrained_path(self) -> Path:
         return self.artifacts_dir / "pretrained.keras"
 
+    # Every other file a stage writes, named once: stages.py declares them from these and the
+    # stage that writes them (and any that reads them) uses the same property.
+    @property
+    def baseline_path(self) -> Path:
+        return self.artifacts_dir / "baseline.json"
+
+    @property
+    def pretrain_history_path(self) -> Path:
+        return self.artifacts_dir / "pretrain_history.json"
+
+    @property
+    def pretrain_curves_path(self) -> Path:
+        return self.artifacts_dir / "pretrain_curves.png"
+
+    @property
+    def history_path(self) -> Path:
+        return self.artifacts_dir / "history.json"
+
+    @property
+    def training_curves_path(self) -> Path:
+        return self.artifacts_dir / "training_curves.png"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.artifacts_dir / "metrics.json"
+
+    @property
+    def confusion_matrix_path(self) -> Path:
+        return self.artifacts_dir / "confusion_matrix.png"
+
+    @property
+    def reliability_path(self) -> Path:
+        return self.artifacts_dir / "reliability.png"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.artifacts_dir / "manifest.json"
+
+    @property
+    def export_record_path(self) -> Path:
+        """The last `export`'s record (not a stage: it keeps no fingerprint)."""
+        return self.artifacts_dir / "export.json"
+
     @property
     def is_official_source(self) -> bool:
         return self.source == OFFICIAL_SOURCE

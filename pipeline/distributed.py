@@ -9,7 +9,6 @@ sets the cluster up, checks its workers agree, and turns a lost peer into one se
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -23,7 +22,6 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
-from pipeline.files import sha256_file
 
 ROLES = ("chief", "worker")  # the tasks that train; TF_CONFIG may name others (evaluator, ps)
 # TensorFlow's errors when a peer is gone: its socket closed, its heartbeats stopped, a deadline.
@@ -155,28 +153,20 @@ def check_same_inputs(strategy, cluster: Cluster, config: Config) -> None:
     """Every worker must train on the same data and settings, or their steps would not match."""
     import tensorflow as tf
 
-    digest = hashlib.sha256(json.dumps(_train_settings(config), sort_keys=True).encode())
-    paths = [config.encoded_path, config.tokenizer_path]
-    if config.pretrain != "none":
-        paths.append(config.pretrained_path)
-    for path in paths:
-        digest.update(sha256_file(path).encode())
-    words = np.frombuffer(digest.digest()[:16], dtype=np.int32)
+    # stages imports train, which imports this module: import it only when a cluster trains
+    from pipeline.stages import fingerprint, get_stage
+
+    stage = get_stage("train")
+    digest, _ = fingerprint(stage, config)  # the train stage's: its inputs' checksums + settings
+    words = np.frombuffer(bytes.fromhex(digest)[:16], dtype=np.int32)
     with peer_failures(cluster):
         seen = strategy.gather(tf.constant(words[None, :]), axis=0).numpy()
     if (seen != words).any():
-        files = "data/processed/encoded.npz, artifacts/tokenizer.json"
-        if config.pretrain != "none":
-            files += ", artifacts/pretrained.keras"
+        files = ", ".join(map(str, stage.inputs(config)))
         raise PipelineError(
             "the workers' prepared data, tokenizer or training settings differ; give every "
             f"worker the same copy of {files} and the same command"
         )
-
-
-def _train_settings(config: Config) -> dict:
-    settings = config.to_dict()
-    return {name: settings[name] for name in Config.settings_of("train")}
 
 
 def save_as_worker(model) -> None:

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.files import sha256_file
 from pipeline.records import read_record
 
 ENGINES = ("auto", "onnx", "keras")
-ONNX_FILE, KERAS_FILE = "model.onnx", "model.keras"
+# the files' names, as the train stage declares them
+ONNX_FILE, KERAS_FILE = Config().onnx_path.name, Config().model_path.name
 TRAIN_EXTRA = "pip install 'naver-shopping-sentiment[train]'"
 
 
@@ -137,7 +139,8 @@ def open_engine(folder: Path, engine: str = "auto", threads: int = 0):
     """
     if engine not in ENGINES:
         raise PipelineError(f"the model engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    onnx_path, keras_path = folder / ONNX_FILE, folder / KERAS_FILE
+    paths = Config(artifacts_dir=folder)
+    onnx_path, keras_path = paths.onnx_path, paths.model_path
     if engine != "keras" and onnx_path.is_file():
         digest = sha256_file(onnx_path)
         if _trained_together(folder, digest, keras_path) or (

@@ -1,22 +1,22 @@
 """Score the test split through the same path users get (clean -> encode -> predict).
 
-Reports the model beside the TF-IDF baseline, with accuracy by review length and a
-confusion-matrix plot.
+Reports the model beside the TF-IDF baseline, with accuracy by review length, calibration
+(ECE), a confusion-matrix plot and a reliability diagram.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from sklearn import metrics
 
 from pipeline.config import Config
-from pipeline.files import atomic_path, write_json_atomic
+from pipeline.files import write_json_atomic
 from pipeline.labels import is_positive
+from pipeline.plots import plot_confusion, plot_reliability
 from pipeline.prepare import read_split
+from pipeline.records import read_json
 
 # Cleaned review length, in characters; the last bucket holds reviews the tokenizer truncates.
 LENGTH_EDGES = (10, 20, 40, 70, 100)
@@ -85,7 +85,8 @@ def length_buckets(texts: Sequence[str], labels: np.ndarray, probs: np.ndarray) 
 
 
 def evaluate(config: Config, quiet: bool = False) -> dict:
-    """Run the stage: test split + model in; metrics.json and confusion_matrix.png out."""
+    """Run the stage: test split, model, tokenizer and baseline.json in; metrics.json,
+    confusion_matrix.png and reliability.png out."""
     from pipeline.predict import Predictor
 
     test = read_split(config.split_path("test"))
@@ -95,12 +96,11 @@ def evaluate(config: Config, quiet: bool = False) -> dict:
     result["accuracy_by_length"] = length_buckets(test["text"], labels, probs)
     result["reliability"] = reliability(labels, probs)["bins"]
     report = {"test": result}
-    baseline_path = config.artifacts_dir / "baseline.json"
-    if baseline_path.is_file():
-        report["baseline_test"] = json.loads(baseline_path.read_text(encoding="utf-8"))["test"]
-    write_json_atomic(config.artifacts_dir / "metrics.json", report)
-    plot_confusion(result["confusion_matrix"], config.artifacts_dir / "confusion_matrix.png")
-    plot_reliability(result, config.artifacts_dir / "reliability.png")
+    if baseline := read_json(config.baseline_path):
+        report["baseline_test"] = baseline["test"]
+    write_json_atomic(config.metrics_path, report)
+    plot_confusion(result["confusion_matrix"], config.confusion_matrix_path)
+    plot_reliability(result, config.reliability_path, CALIBRATION_BINS)
     if not quiet:
         print(format_table(report))
     return {
@@ -133,68 +133,3 @@ def format_table(report: dict) -> str:
 
 def _cell(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-def plot_confusion(matrix: list[list[int]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(matrix, cmap="Blues")
-    names = ["negative", "positive"]
-    ax.set_xticks([0, 1], names)
-    ax.set_yticks([0, 1], names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    peak = max(map(max, matrix))
-    for i in range(2):
-        for j in range(2):
-            ax.text(
-                j,
-                i,
-                f"{matrix[i][j]:,}",
-                ha="center",
-                va="center",
-                color="white" if matrix[i][j] > peak / 2 else "black",
-            )
-    ax.set_title("test confusion matrix")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-
-
-def plot_reliability(result: dict, path: Path) -> None:
-    """The reliability diagram: each confidence bin's accuracy against its mean confidence, above
-    how many reviews each bin holds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    bins = result["reliability"]
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-    )
-    top.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
-    top.plot(
-        [b["confidence"] for b in bins],
-        [b["accuracy"] for b in bins],
-        "o-",
-        label=f"model (ECE {result['ece']:.4f})",
-    )
-    top.set_ylabel("accuracy")
-    top.set_title(f"reliability on the test split ({CALIBRATION_BINS} bins)")
-    top.legend(loc="upper left")
-    width = 1 / CALIBRATION_BINS
-    bottom.bar([b["bin"][0] for b in bins], [b["rows"] for b in bins], width=width, align="edge")
-    bottom.set_xlabel("confidence: the probability of the label given")
-    bottom.set_ylabel("reviews")
-    bottom.set_xlim(0.5, 1)
-    top.set_ylim(0.45, 1.02)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)

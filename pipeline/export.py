@@ -157,7 +157,7 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
     import keras
 
     from pipeline.predict import Predictor
-    from pipeline.stages import library_versions, pipeline_lock, write_manifest
+    from pipeline.stages import library_versions, lock_folders, write_manifest
 
     output = Path(output)
     if not config.artifacts_dir.is_dir():
@@ -171,7 +171,7 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
             "remove it first"
         )
     # Export reads and writes only the artifacts folder: lock that one alone.
-    with pipeline_lock(config.replace(data_dir=config.artifacts_dir)):
+    with lock_folders(config.artifacts_dir):
         model_path, tokenizer_path = config.model_path, config.tokenizer_path
         predictor = Predictor(config.artifacts_dir)
         sources = {p.name: sha256_file(p) for p in (model_path, tokenizer_path)}
@@ -195,7 +195,7 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
             "signature": {"name": SIGNATURE, "input": INPUT, "output": OUTPUT},
             "versions": library_versions(),
         }
-        write_json_atomic(config.artifacts_dir / "export.json", record)
+        write_json_atomic(config.export_record_path, record)
         write_manifest(config, export=record)
     if not quiet:
         print(f"export written to {output} (signature {SIGNATURE}: {INPUT} -> {OUTPUT})")

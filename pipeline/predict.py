@@ -15,10 +15,12 @@ import numpy as np
 
 from pipeline.batches import batch_indices, chunks, lengths_of
 from pipeline.cleaning import clean_texts
+from pipeline.config import Config
 from pipeline.engines import OnnxEngine, open_engine
 from pipeline.errors import PipelineError
 from pipeline.files import sha256_file
 from pipeline.labels import NEGATIVE, POSITIVE, THRESHOLD, is_positive, label_of  # noqa: F401
+from pipeline.records import record_path
 from pipeline.tokenizer import CharTokenizer, trim_padding
 
 DEFAULT_ARTIFACTS = Path("artifacts")
@@ -60,7 +62,8 @@ class Predictor:
         threads: int = 0,
     ):
         self.artifacts_dir = artifacts_dir = Path(artifacts_dir)
-        self.tokenizer = CharTokenizer.load(artifacts_dir / "tokenizer.json")
+        paths = Config(artifacts_dir=artifacts_dir)
+        self.tokenizer = CharTokenizer.load(paths.tokenizer_path)
         self._model, known_sha256 = open_engine(artifacts_dir, engine, threads)
         self.engine = "onnx" if isinstance(self._model, OnnxEngine) else "keras"
         self.model_file = artifacts_dir / self._model.file
@@ -68,7 +71,7 @@ class Predictor:
             self.model_sha256 = known_sha256
         if self._model.vocab_size != self.tokenizer.vocab_size:
             raise PipelineError(
-                f"{artifacts_dir / 'tokenizer.json'} has {self.tokenizer.vocab_size} indices but "
+                f"{paths.tokenizer_path} has {self.tokenizer.vocab_size} indices but "
                 f"{self.model_file} embeds {self._model.vocab_size}: they come from different "
                 "runs; rerun `python -m pipeline train`"
             )
@@ -79,7 +82,7 @@ class Predictor:
     @functools.cached_property
     def model_sha256(self) -> str:
         """The model's identity: its model.keras's sha256 (model.onnx's where that is all)."""
-        keras_file = self.artifacts_dir / "model.keras"
+        keras_file = Config(artifacts_dir=self.artifacts_dir).model_path
         return sha256_file(keras_file if keras_file.is_file() else self.model_file)
 
     @property
@@ -181,15 +184,17 @@ def _stamp(path: Path) -> int:
         return 0
 
 
-# What a predictor is made of: a change to any of them means a new model (train writes the
-# record last, so model.onnx is trusted only once the record naming it is there).
-MODEL_FILES = ("model.onnx", "model.keras", "tokenizer.json", "stages/train.json")
+def model_files(artifacts_dir: str | Path) -> tuple[Path, ...]:
+    """What a predictor is made of: a change to any of them means a new model (train writes
+    its record last, so model.onnx is trusted only once the record naming it is there)."""
+    paths = Config(artifacts_dir=Path(artifacts_dir))
+    train_record = record_path(paths.artifacts_dir, "train")
+    return paths.onnx_path, paths.model_path, paths.tokenizer_path, train_record
 
 
 def artifact_stamps(artifacts_dir: str | Path) -> tuple[int, ...]:
-    """Modification times of MODEL_FILES (0 if missing): a change reloads the predictor."""
-    folder = Path(artifacts_dir)
-    return tuple(_stamp(folder / name) for name in MODEL_FILES)
+    """Modification times of model_files (0 if missing): a change reloads the predictor."""
+    return tuple(_stamp(path) for path in model_files(artifacts_dir))
 
 
 # One predictor per artifacts folder and engine: a changed file replaces it, so an old model

@@ -190,7 +190,8 @@ def _whole_number(value) -> int | None:
 
 
 def label_and_clean(parsed: ParsedLines) -> tuple[pd.DataFrame, Counter]:
-    """Label (rating > 3 is positive), clean, and drop empty and duplicate reviews."""
+    """Clean the parsed reviews (the parsers gave each its label) and drop empty and duplicate
+    ones, the first of each kept."""
     frame = pd.DataFrame(
         {
             "label": parsed.labels,

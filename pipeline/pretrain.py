@@ -30,6 +30,7 @@ from pipeline.cleaning import clean_texts
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path, write_json_atomic
+from pipeline.plots import plot_curves
 from pipeline.tables import decode_source, format_from_name, read_table, text_of
 from pipeline.tokenizer import OOV_INDEX, CharTokenizer, trim_padding
 
@@ -96,8 +97,6 @@ def pretrain(config: Config, quiet: bool = False) -> dict:
     with atomic_path(config.pretrained_path) as tmp:
         keras.Model(model.inputs, model.outputs, name=model.name).save(tmp)
 
-    from pipeline.train import plot_curves
-
     summary = {
         "objective": config.pretrain,
         **counts,
@@ -108,13 +107,11 @@ def pretrain(config: Config, quiet: bool = False) -> dict:
         "texts_per_second": round(len(x) / min(epoch_seconds)),
         "parameters": model.count_params(),
     }
-    write_json_atomic(
-        config.artifacts_dir / "pretrain_history.json", {**summary, "history": history}
-    )
+    write_json_atomic(config.pretrain_history_path, {**summary, "history": history})
     what = {"mlm": "hidden characters", "rtd": "replaced or not, per character"}
     plot_curves(
         history,
-        config.artifacts_dir / "pretrain_curves.png",
+        config.pretrain_curves_path,
         f"pretraining loss ({config.pretrain}: {what[config.pretrain]})",
     )
     return summary
@@ -191,9 +188,11 @@ def objective(config: Config, tokenizer: CharTokenizer, frequencies: np.ndarray)
     return part, (ids, weights, weights), rtd_task
 
 
-def _choose(rows: np.ndarray, rate: float, rng) -> np.ndarray:
-    """Which characters to hide or replace: each real one (not padding or OOV) with `rate`."""
-    return (rows > OOV_INDEX) & (rng.random(rows.shape) < rate)
+def _choose(x, lengths, index, padding: str, rate: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's rows (a copy, trimmed to its longest text) and which of their characters to
+    hide or replace: each real one (not padding or OOV) with `rate`."""
+    rows = trim_padding(x[index], int(lengths[index].max()), padding).copy()
+    return rows, (rows > OOV_INDEX) & (rng.random(rows.shape) < rate)
 
 
 def _text_offset(rows: np.ndarray, lengths: np.ndarray, padding: str) -> np.ndarray:
@@ -212,8 +211,7 @@ def _masked_part(x, padding, rate, pool, frequencies, rng_for):
 
     def make_part(index: np.ndarray, weight: np.float32) -> tuple:
         rng = rng_for(index)
-        rows = trim_padding(x[index], int(lengths[index].max()), padding).copy()
-        chosen = _choose(rows, rate, rng)
+        rows, chosen = _choose(x, lengths, index, padding, rate, rng)
         # the chosen columns of each row first, in order, then padding places of weight 0
         k = max(int(chosen.sum(axis=1).max()), 1)
         columns = np.argsort(~chosen, axis=1, kind="stable")[:, :k]
@@ -236,8 +234,7 @@ def _replaced_part(x, padding, rate, pool, frequencies, rng_for):
 
     def make_part(index: np.ndarray, weight: np.float32) -> tuple:
         rng = rng_for(index)
-        rows = trim_padding(x[index], int(lengths[index].max()), padding).copy()
-        chosen = _choose(rows, rate, rng)
+        rows, chosen = _choose(x, lengths, index, padding, rate, rng)
         drawn = rng.choice(len(frequencies), size=int(chosen.sum()), p=frequencies)
         replaced = np.zeros_like(chosen)
         replaced[chosen] = drawn != rows[chosen]  # a draw of the same character is no change

@@ -31,7 +31,7 @@ from pipeline.files import sha256_file, write_json_atomic, write_text_atomic
 from pipeline.prepare import SPLITS, prepare
 from pipeline.pretrain import pretrain
 from pipeline.records import read_json, record_path
-from pipeline.tokenizer import tokenize
+from pipeline.tokenizer import ENCODED_SPLITS, tokenize
 from pipeline.train import train
 
 
@@ -52,8 +52,8 @@ class Stage:
         return record_path(getattr(config, self.home), self.name)
 
 
-def _splits(config: Config) -> list[Path]:
-    return [config.split_path(name) for name in SPLITS]
+def _splits(config: Config, names: tuple[str, ...] = SPLITS) -> list[Path]:
+    return [config.split_path(name) for name in names]
 
 
 STAGES: tuple[Stage, ...] = (
@@ -74,7 +74,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "tokenize",
         tokenize,
-        inputs=_splits,
+        inputs=lambda c: _splits(c, ENCODED_SPLITS),
         outputs=lambda c: [c.tokenizer_path, c.encoded_path],
         home="artifacts_dir",
     ),
@@ -82,7 +82,7 @@ STAGES: tuple[Stage, ...] = (
         "baseline",
         baseline,
         inputs=_splits,
-        outputs=lambda c: [c.artifacts_dir / "baseline.json"],
+        outputs=lambda c: [c.baseline_path],
         home="artifacts_dir",
     ),
     Stage(
@@ -94,11 +94,7 @@ STAGES: tuple[Stage, ...] = (
             else []
         ),
         outputs=lambda c: (
-            [
-                c.pretrained_path,
-                c.artifacts_dir / "pretrain_history.json",
-                c.artifacts_dir / "pretrain_curves.png",
-            ]
+            [c.pretrained_path, c.pretrain_history_path, c.pretrain_curves_path]
             if c.pretrain != "none"
             else []
         ),
@@ -115,8 +111,8 @@ STAGES: tuple[Stage, ...] = (
         outputs=lambda c: [
             c.model_path,
             c.onnx_path,
-            c.artifacts_dir / "history.json",
-            c.artifacts_dir / "training_curves.png",
+            c.history_path,
+            c.training_curves_path,
         ],
         home="artifacts_dir",
     ),
@@ -127,13 +123,9 @@ STAGES: tuple[Stage, ...] = (
             c.split_path("test"),
             c.model_path,
             c.tokenizer_path,
-            c.artifacts_dir / "baseline.json",
+            c.baseline_path,
         ],
-        outputs=lambda c: [
-            c.artifacts_dir / "metrics.json",
-            c.artifacts_dir / "confusion_matrix.png",
-            c.artifacts_dir / "reliability.png",
-        ],
+        outputs=lambda c: [c.metrics_path, c.confusion_matrix_path, c.reliability_path],
         home="artifacts_dir",
     ),
 )
@@ -226,7 +218,8 @@ def run_stage(
         **parts,
         "outputs": _checksums(stage.outputs(config)),
         "result": result,
-        "seconds": round(time.perf_counter() - started, 2),
+        # to the hundredth, rounded down: a record never claims more time than the stage took
+        "seconds": int((time.perf_counter() - started) * 100) / 100,
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }
@@ -277,7 +270,7 @@ def write_manifest(config: Config, export: dict | None = None) -> None:
     With `export` (the export command's record) only that record changes: the rest describes
     the last run, and the export command's flags need not be the ones the model was trained with.
     """
-    path = config.artifacts_dir / "manifest.json"
+    path = config.manifest_path
     if export is not None:
         write_json_atomic(path, {**read_json(path), "export": export})
         return
@@ -287,7 +280,7 @@ def write_manifest(config: Config, export: dict | None = None) -> None:
         "stages": {s.name: read_record(s, config) for s in STAGES},
     }
     # The last `export` (pipeline/export.py) keeps its own record; it is not a stage.
-    if exported := read_json(config.artifacts_dir / "export.json"):
+    if exported := read_json(config.export_record_path):
         manifest["export"] = exported
     write_json_atomic(path, manifest)
 
@@ -297,6 +290,7 @@ def run_pipeline(
 ) -> list[tuple[str, str]]:
     """Run the named stages in graph order, skipping fresh ones unless `force`."""
     done = []
+    say = (lambda line: None) if quiet else print
     with pipeline_lock(config):
         for stage in STAGES:
             if stage.name not in names:
@@ -305,29 +299,30 @@ def run_pipeline(
             digest_parts = fingerprint(stage, config)
             state, why = stage_state(stage, config, digest_parts)
             if state == "fresh" and not force:
-                if not quiet:
-                    print(f"{stage.name}: skipped ({why})")
+                say(f"{stage.name}: skipped ({why})")
                 done.append((stage.name, "skipped"))
                 continue
-            if not quiet:
-                print(f"{stage.name}: running")
+            say(f"{stage.name}: running")
             record = run_stage(stage, config, quiet, digest_parts)
             if record is None:  # a worker's part ends here: the chief writes and goes on
-                if not quiet:
-                    print(f"{stage.name}: done as a worker; the chief wrote the outputs")
+                say(f"{stage.name}: done as a worker; the chief wrote the outputs")
                 done.append((stage.name, "worker"))
                 break
-            if not quiet:
-                print(f"{stage.name}: done in {record['seconds']:.1f} s")
+            say(f"{stage.name}: done in {record['seconds']:.1f} s")
             done.append((stage.name, "ran"))
     return done
 
 
-@contextlib.contextmanager
-def pipeline_lock(config: Config) -> Iterator[None]:
+def pipeline_lock(config: Config) -> contextlib.AbstractContextManager[None]:
     """One run at a time per data and artifacts folder; the OS frees the lock if we die."""
+    return lock_folders(config.data_dir, config.artifacts_dir)
+
+
+@contextlib.contextmanager
+def lock_folders(*folders: Path) -> Iterator[None]:
+    """Hold each folder's `.lock` (in one order, so two holders cannot deadlock), or refuse."""
     with contextlib.ExitStack() as stack:
-        for folder in sorted({config.data_dir.resolve(), config.artifacts_dir.resolve()}):
+        for folder in sorted({Path(f).resolve() for f in folders}):
             folder.mkdir(parents=True, exist_ok=True)
             handle = stack.enter_context((folder / ".lock").open("a+"))
             try:

@@ -22,6 +22,8 @@ FORMAT = "char-tokenizer"
 FORMAT_VERSION = 1
 OOV_INDEX = 1
 UNITS = ("char", "jamo")
+# The splits the tokenize stage reads and encodes: evaluate scores test as text, as users do.
+ENCODED_SPLITS = ("train", "val")
 
 
 def _code_points(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -279,7 +281,7 @@ def tokenize(config: Config, quiet: bool = False) -> dict:
     """
     from pipeline.prepare import read_split
 
-    splits = {name: read_split(config.split_path(name)) for name in ("train", "val")}
+    splits = {name: read_split(config.split_path(name)) for name in ENCODED_SPLITS}
     tokenizer = CharTokenizer.for_config(config).fit(splits["train"]["text"].tolist())
     arrays = {}
     for name, frame in splits.items():

@@ -7,7 +7,6 @@ validation loss; fits the temperature of the saved model's sigmoid on validation
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -15,6 +14,7 @@ from pipeline import distributed, loop
 from pipeline.batches import batch_indices, labelled_batches, lengths_of, load_encoded
 from pipeline.config import Config
 from pipeline.files import atomic_path, write_json_atomic
+from pipeline.plots import plot_curves
 from pipeline.tokenizer import CharTokenizer, trim_padding
 
 SCORING_BATCH = 1024  # rows per call when scoring validation for the temperature
@@ -105,12 +105,12 @@ def train(config: Config, quiet: bool = False) -> dict | None:
         "replicas": strategy.num_replicas_in_sync,
         "workers": len(cluster.names) if cluster else 1,
     }
-    write_json_atomic(config.artifacts_dir / "history.json", {**summary, "history": history})
+    write_json_atomic(config.history_path, {**summary, "history": history})
     loss_title = "loss"
     if config.ngram_order and config.branch_loss_weight:
         # what training minimised, so its scale is not read as the answer's cross-entropy alone
         loss_title = f"loss (answer + {config.branch_loss_weight:g} x each branch's)"
-    plot_curves(history, config.artifacts_dir / "training_curves.png", loss_title)
+    plot_curves(history, config.training_curves_path, loss_title)
     if cluster:
         distributed.finish_together(cluster, config.cluster_timeout)
     return summary
@@ -205,24 +205,3 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         if abs(step) < 1e-9 * a:
             break
     return 1 / a
-
-
-def plot_curves(history: dict[str, list[float]], path: Path, loss_title: str = "loss") -> None:
-    """Loss and accuracy per epoch, training against validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = range(1, len(history["loss"]) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        ax.plot(epochs, history[metric], "o-", label="train")
-        ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_title(loss_title if metric == "loss" else metric)
-        ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)

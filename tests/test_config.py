@@ -6,11 +6,14 @@ import pytest
 from pipeline.config import Config, load_config, setting
 from pipeline.config import _check_every_field_names_its_stages as check_fields
 from pipeline.errors import PipelineError
+from pipeline.tokenizer import CharTokenizer
 
 
 def test_defaults_keep_the_notebooks_input_and_a_stacked_lstm():
     config = load_config()
     assert (config.maxlen, config.cell, len(config.rnn_units)) == (100, "lstm", 2)
+    # the tokenizer every stage builds from the settings encodes to the notebook's 100
+    assert CharTokenizer.for_config(config).fit(["가"]).encode(["가"]).shape == (1, 100)
 
 
 def test_toml_file_then_flags_override_defaults(tmp_path):

@@ -108,23 +108,6 @@ def test_labels_cleans_and_drops_empty_and_duplicates():
     assert (counts["empty_after_cleaning"], counts["duplicates"], counts["kept"]) == (1, 2, 2)
 
 
-def test_prepare_writes_stratified_disjoint_splits(tmp_path, sample_path):
-    config = tiny_config(tmp_path, sample_path)
-    config.raw_path.parent.mkdir(parents=True)
-    config.raw_path.write_bytes(sample_path.read_bytes())
-    counts = prepare(config, quiet=True)
-
-    splits = {name: read_split(config.split_path(name)) for name in SPLITS}
-    sizes = {name: len(frame) for name, frame in splits.items()}
-    assert sum(sizes.values()) == counts["kept"]
-    assert sizes["train"] == pytest.approx(0.8 * counts["kept"], abs=2)
-    texts = [set(frame["text"]) for frame in splits.values()]
-    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
-    shares = [frame["label"].mean() for frame in splits.values()]
-    assert max(shares) - min(shares) < 0.02
-    assert counts["splits"]["test"]["positive"] == int(splits["test"]["label"].sum())
-
-
 def test_prepare_is_reproducible_with_the_same_seed(tmp_path, sample_path):
     results = []
     for name in ("a", "b"):
@@ -156,20 +139,6 @@ def test_file_without_usable_rows_is_an_error(tmp_path):
 def test_missing_raw_file_says_which_stage_to_run(tmp_path):
     with pytest.raises(PipelineError, match="run `python -m pipeline download` first"):
         run_stage(get_stage("prepare"), tiny_config(tmp_path, "unused"), quiet=True)
-
-
-# -- a source that is not UTF-8 -------------------------------------------------------------------
-def test_a_cp949_copy_is_refused_naming_cp949_and_read_with_it(sample_path):
-    utf8 = sample_path.read_text(encoding="utf-8")
-    cp949 = utf8.encode("cp949", errors="replace")  # the few characters cp949 lacks become '?'
-    with pytest.raises(PipelineError) as info:
-        parse_lines(cp949, name="reviews_cp949.txt")
-    assert str(info.value).startswith("reviews_cp949.txt is not valid UTF-8 (line 1); it looks")
-    assert str(info.value).endswith("so pass --encoding cp949")
-    parsed = parse_lines(cp949, encoding="cp949")
-    expected = parse_lines(cp949.decode("cp949").encode())
-    assert parsed.reviews == expected.reviews and parsed.counts == expected.counts
-    assert parsed.counts["rows"] > 550 and not parsed.counts["bad_encoding"]
 
 
 # -- tables: a text column and a rating or label column ------------------------------------------
@@ -226,10 +195,18 @@ def test_prepare_refuses_a_cp949_source_then_reads_it_with_its_encoding(tmp_path
     """The issue's case: a CP949 copy trained on 155 leftovers of 2,000 lines, silently."""
     config = tiny_config(tmp_path, "reviews_cp949.txt")
     config.raw_path.parent.mkdir(parents=True)
-    config.raw_path.write_bytes(sample_path.read_text(encoding="utf-8").encode("cp949", "replace"))
-    with pytest.raises(PipelineError, match=r"^reviews_cp949\.txt is not valid UTF-8 \(line 1\)"):
+    # the few characters cp949 lacks become '?'
+    cp949 = sample_path.read_text(encoding="utf-8").encode("cp949", "replace")
+    config.raw_path.write_bytes(cp949)
+    with pytest.raises(PipelineError) as info:
         prepare(config, quiet=True)
+    assert str(info.value).startswith("reviews_cp949.txt is not valid UTF-8 (line 1); it looks")
+    assert str(info.value).endswith("so pass --encoding cp949")
     assert not config.processed_dir.exists()
+    parsed = parse_lines(cp949, encoding="cp949")  # the parser, as prepare calls it
+    expected = parse_lines(cp949.decode("cp949").encode())
+    assert parsed.reviews == expected.reviews and parsed.counts == expected.counts
+    assert parsed.counts["rows"] > 550 and not parsed.counts["bad_encoding"]
     counts = prepare(config.replace(encoding="cp949"), quiet=True)
     same_in_utf8 = tiny_config(tmp_path / "utf8", "reviews.txt")
     same_in_utf8.raw_path.parent.mkdir(parents=True)

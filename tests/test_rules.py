@@ -26,6 +26,7 @@ import pytest
 
 from pipeline.cleaning import clean_text
 from pipeline.prepare import SPLITS, read_split
+from pipeline.records import read_record
 from pipeline.stages import run_pipeline
 from pipeline.tokenizer import OOV_INDEX, CharTokenizer
 from tests.conftest import tiny_config
@@ -354,6 +355,12 @@ def test_split_is_stratified_80_10_10_with_no_review_in_two_splits(project):
     for name, frame in splits.items():
         # stratified: each split holds its share of positives, to within one row
         assert abs(frame["label"].sum() - positive_share * len(frame)) <= 1, name
+    shares = [frame["label"].mean() for frame in splits.values()]
+    assert max(shares) - min(shares) < 0.02
+    # and the prepare stage's record counts what it wrote
+    counts = read_record(config.data_dir, "prepare")["result"]
+    assert sum(sizes.values()) == counts["kept"]
+    assert counts["splits"]["test"]["positive"] == int(splits["test"]["label"].sum())
 
 
 # -- the tokenizer -------------------------------------------------------------------------------

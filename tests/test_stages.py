@@ -1,7 +1,9 @@
 import dataclasses
 import json
+import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -307,10 +309,12 @@ def test_why_a_stage_is_not_fresh(early):
     for split in ("val", "test"):
         path = early.split_path(split)
         path.write_text(path.read_text("utf-8") + "1\t5\t새 리뷰\n", "utf-8")
-    assert stage_state(tokenize, early) == (
+    # every changed input is named; tokenize reads (and names) only the splits it encodes
+    assert stage_state(get_stage("baseline"), early) == (
         "stale",
         "changed since last run: train.tsv, val.tsv, test.tsv",
     )
+    assert stage_state(tokenize, early) == ("stale", "changed since last run: train.tsv, val.tsv")
     early.raw_path.unlink()  # an input gone: no file to name, but the fingerprint differs
     assert stage_state(get_stage("prepare"), early) == ("stale", "changed since last run: inputs")
     early.encoded_path.unlink()
@@ -401,3 +405,39 @@ def test_the_lock_holds_both_folders_and_names_its_holder(early):
         with pytest.raises(PipelineError, match=f"pid {os.getpid()}.* is using .*data; wait"):
             run_pipeline(other, names=("prepare",), quiet=True)
     assert run_pipeline(early, names=("prepare",), quiet=True) == [("prepare", "skipped")]
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_writes() -> dict[str, set[str]]:
+    """The README's "What each stage writes" table: each stage's files, as paths."""
+    section = README.read_text("utf-8").split("## What each stage writes\n\n", 1)[1]
+    table = section.split("\n\n", 1)[0].splitlines()[2:]  # below the header and its rule
+    writes = {}
+    for line in table:
+        stage, cell, _ = (c.strip() for c in line.strip().strip("|").split("|"))
+        folder, files = None, set()
+        for token in re.findall(r"`([^`]+)`", cell):
+            if not re.search(r"\.(txt|tsv|json|npz|keras|png)$", token):
+                continue  # a setting's value, not a file
+            head, _, name = token.rpartition("/")
+            folder = head or folder  # a bare name is in the folder named before it
+            many = re.fullmatch(r"\{(.+)\}(\.\w+)", name)  # {train,val,test}.tsv
+            names = [n + many[2] for n in many[1].split(",")] if many else [name]
+            files |= {f"{folder}/{n}" for n in names}
+        writes[stage] = files
+    return writes
+
+
+def test_the_readme_names_exactly_the_files_each_stage_declares():
+    config = Config(pretrain="mlm")  # pretraining on: its files are in the table too
+    declared = {s.name: {str(p) for p in s.outputs(config)} for s in STAGES}
+    assert _readme_writes() == declared
+
+
+def test_the_cli_describes_every_stage_in_graph_order():
+    from pipeline.__main__ import STAGE_HELP, build_parser
+
+    assert tuple(STAGE_HELP) == STAGE_NAMES
+    assert " -> ".join(STAGE_NAMES) in build_parser().description

@@ -285,10 +285,6 @@ def test_jamo_table_gives_the_oov_token_and_capped_indices_their_own_rows(tmp_pa
     assert (again > 0).tolist() == (table > 0).tolist() and again_count == count
 
 
-def test_default_length_is_the_notebooks_100():
-    assert CharTokenizer().fit(["가"]).encode(["가"]).shape == (1, 100)
-
-
 def test_lone_surrogates_and_code_points_past_the_index_encode_without_error():
     tok = CharTokenizer(maxlen=4).fit(["가", "\ud800"])
     assert tok.encode(["가\ud800\ud801", "각"]).tolist() == [[0, 2, 3, 1], [0, 0, 0, 1]]

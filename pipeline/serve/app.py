@@ -35,7 +35,7 @@ def model_info(scorer: Scorer, config: Config) -> dict[str, Any]:
     folder = scorer.artifacts_dir
     train = read_record(folder, "train") or {}
     evaluate = read_record(folder, "evaluate") or {}
-    metrics_file = read_json(folder / "metrics.json")
+    metrics_file = read_json(config.metrics_path)
     # The model is known by its model.keras's checksum, whichever engine runs it.
     trained = train.get("outputs", {}).get("model.keras") == sha
     evaluated = evaluate.get("inputs", {}).get("model.keras") == sha and "test" in metrics_file

@@ -40,7 +40,7 @@ def _now() -> str:
 class Scorer:
     """One thread scores every request: whatever is queued is gathered into one model batch.
 
-    The model is reloaded when one of its files changes (predict.MODEL_FILES): the new one is
+    The model is reloaded when one of its files changes (predict.model_files): the new one is
     loaded in the background while the old one keeps answering, then swapped in between two
     batches, and the old one is let go (the scorer holds exactly one). A model that fails to
     load is logged and the previous one kept.
