@@ -17,6 +17,8 @@ Peak RSS (VmHWM) is read every 0.2 s for every process of the command's tree: th
 Spark's JVM, and each Python worker (the processes that load the model and score). The model is
 the default architecture with untrained weights and a tokenizer fit on the reviews
 (benchmarks/common.py's save_default_model): scoring costs the same whatever the weights are.
+`--artifacts-dir` scores a trained folder instead (with model.onnx, ONNX Runtime scores it;
+`--model-engine keras` insists on model.keras).
 """
 
 from __future__ import annotations
@@ -147,6 +149,12 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000, help="rows of the start-up runs")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument(
+        "--artifacts-dir",
+        type=Path,
+        help="a trained artifacts folder (default: the default model, untrained, as model.keras)",
+    )
+    parser.add_argument("--model-engine", default="auto", choices=["auto", "onnx", "keras"])
+    parser.add_argument(
         "--runs", nargs="+", default=list(RUNS), choices=RUNS, help="which to run (default: all)"
     )
     args = parser.parse_args()
@@ -158,7 +166,7 @@ def main() -> None:
     results["rows"] = args.rows
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        save_default_model(tmp, reviews)
+        model_dir = args.artifacts_dir or save_default_model(tmp / "artifacts", reviews)
         python = [
             sys.executable,
             "-m",
@@ -166,7 +174,9 @@ def main() -> None:
             "predict",
             "--quiet",
             "--artifacts-dir",
-            str(tmp),
+            str(model_dir),
+            "--model-engine",
+            args.model_engine,
         ]
         spark = [*python, "--engine", "spark", "--master", args.master]
         for rows in (args.small, args.rows):
