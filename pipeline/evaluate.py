@@ -91,8 +91,10 @@ def evaluate(config: Config, quiet: bool = False) -> dict:
 
     test = read_split(config.split_path("test"))
     labels = test["label"].to_numpy()
-    probs = Predictor(config.artifacts_dir).predict_proba(test["text"].tolist())
+    predictor = Predictor(config.artifacts_dir)
+    probs = predictor.predict_proba(test["text"].tolist())
     result = classification_metrics(labels, probs)
+    result["engine"] = predictor.engine
     result["accuracy_by_length"] = length_buckets(test["text"], labels, probs)
     result["reliability"] = reliability(labels, probs)["bins"]
     report = {"test": result}

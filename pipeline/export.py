@@ -173,7 +173,7 @@ def export_savedmodel(config: Config, output: Path, quiet: bool = False) -> dict
     # Export reads and writes only the artifacts folder: lock that one alone.
     with lock_folders(config.artifacts_dir):
         model_path, tokenizer_path = config.model_path, config.tokenizer_path
-        predictor = Predictor(config.artifacts_dir)
+        predictor = Predictor(config.artifacts_dir, engine="keras")  # the graph it exports
         sources = {p.name: sha256_file(p) for p in (model_path, tokenizer_path)}
         # No archive.track(model): the endpoint's trace already captures every weight, and tracking
         # the model as well stores each weight twice (keras-team/keras#23553; 2x the export and

@@ -119,9 +119,13 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "evaluate",
         evaluate,
+        # It scores the test split as a user's Predictor would: model.onnx, once the train
+        # record shows it is the model training wrote (else model.keras).
         inputs=lambda c: [
             c.split_path("test"),
             c.model_path,
+            c.onnx_path,
+            record_path(c.artifacts_dir, "train"),
             c.tokenizer_path,
             c.baseline_path,
         ],
@@ -259,7 +263,7 @@ def _missing(path: Path, config: Config) -> str:
 
 def _producer(path: Path, config: Config) -> str | None:
     for stage in STAGES:
-        if path in stage.outputs(config):
+        if path in stage.outputs(config) or path == stage.record_path(config):
             return stage.name
     return None
 

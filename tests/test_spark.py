@@ -148,7 +148,7 @@ def test_python_workers_score_model_onnx_without_tensorflow(spark, trained, samp
     score(df.repartition(4), artifacts_dir=trained.artifacts_dir).collect()
     rows = spark.range(4).repartition(4).select(inside("id")).collect()
     workers = [json.loads(row[0]) for row in rows]
-    assert any(engines == ["onnx"] for _, engines, _ in workers)  # they scored, with model.onnx
+    assert any("onnx" in engines for _, engines, _ in workers), workers  # they scored with it
     assert all(heavy == [] for _, _, heavy in workers)
 
 
