@@ -130,30 +130,35 @@ def masked_conv1d(g: Graph, layer, x: str, mask: str | None = None) -> str:
 
 
 def masked_max_pool1d(g: Graph, layer, x: str, mask: str | None = None) -> list[str]:
+    # ONNX's MaxPool, channels first: (batch, steps, features) -> (batch, features, steps). The
+    # convolution before it ends by transposing the other way, and ONNX Runtime cancels the two.
+    channels = g.op("Transpose", x, perm=[0, 2, 1])
     if mask is None:
         mask = g.filled(True, g.op("Shape", x, end=2), BOOL)
-    x = g.op("Where", g.op("Unsqueeze", mask, g.ints(-1)), x, g.scalar_like(LOW, x))
-    windows = _windows(g, layer, x, g.scalar_like(LOW, x))
-    pooled = g.op("ReduceMax", windows, g.ints(2), keepdims=0)
-    as_int = g.op("Cast", mask, to=INT32)
-    steps = g.op(
-        "ReduceMax", _windows(g, layer, as_int, g.scalar_like(0, as_int)), g.ints(2), keepdims=0
+    real = g.op("Unsqueeze", mask, g.ints(1))  # (batch, 1, steps)
+    as_float = g.op("Cast", real, to=FLOAT)
+    # Padded steps sink to about LOW, so no real step loses to one (cheaper than a Where, and
+    # a window of padding alone is zeroed below).
+    sink = g.op(
+        "Mul", g.op("Sub", as_float, g.scalar_like(1.0, as_float)), g.scalar_like(-LOW, as_float)
     )
-    steps = g.op("Cast", steps, to=BOOL)  # a window is real if any of its steps is
-    zero = g.scalar_like(0.0, pooled)
-    return [g.op("Where", g.op("Unsqueeze", steps, g.ints(-1)), pooled, zero), steps]
+    channels = g.op("Add", channels, sink)
+    pooled = _pool(g, layer, channels, g.scalar_like(LOW, channels))
+    # a window is real if any of its steps is
+    steps = g.op("Cast", _pool(g, layer, as_float, g.scalar_like(0.0, as_float)), to=BOOL)
+    pooled = g.op("Where", steps, pooled, g.scalar_like(0.0, pooled))
+    squeezed = g.op("Squeeze", steps, g.ints(1))
+    return [g.op("Transpose", pooled, perm=[0, 2, 1]), squeezed]
 
 
-def _windows(g: Graph, layer, x: str, fill: str) -> str:
-    """(batch, steps, ...) -> (batch, steps / pool_size, pool_size, ...), padded away from the
-    text (before it for 'pre' padding), as MaskedMaxPool1D._windows does."""
+def _pool(g: Graph, layer, x: str, fill: str) -> str:
+    """Max over windows of pool_size steps of (batch, channels, steps), counted from the text's
+    side: padded with `fill` to whole windows away from it, as MaskedMaxPool1D._windows does."""
     size, zero = layer.pool_size, g.ints(0)
-    extra = g.op("Mod", g.op("Neg", g.op("Shape", x, start=1, end=2)), g.ints(size))
+    extra = g.op("Mod", g.op("Neg", g.op("Shape", x, start=2, end=3)), g.ints(size))
     before, after = (extra, zero) if layer.padding == "pre" else (zero, extra)
-    rest = g.op("Mul", g.op("Shape", x, start=2), g.ints(0))  # zeros for any feature axes
-    pads = g.op("Concat", zero, before, rest, zero, after, rest, axis=0)
-    shape = g.op("Concat", g.ints(0, -1, size), g.op("Shape", x, start=2), axis=0)
-    return g.op("Reshape", g.op("Pad", x, pads, fill), shape)
+    padded = g.op("Pad", x, g.op("Concat", zero, zero, before, zero, zero, after, axis=0), fill)
+    return g.op("MaxPool", padded, kernel_shape=[size], strides=[size])
 
 
 def recurrent(g: Graph, layer, x: str, mask: str | None = None) -> str:
@@ -189,8 +194,10 @@ def recurrent(g: Graph, layer, x: str, mask: str | None = None) -> str:
     )[:2]
     width = len(cells) * units
     if sequences:  # (steps, directions, batch, units) -> (batch, steps, directions * units)
-        y = g.op("Transpose", all_steps, perm=[2, 0, 1, 3])
-        return g.op("Reshape", y, g.ints(0, 0, width))
+        # Time-major first: a next recurrent layer's own transpose then cancels this last one.
+        y = g.op("Transpose", all_steps, perm=[0, 2, 1, 3])
+        y = g.op("Reshape", y, g.ints(0, 0, width))
+        return g.op("Transpose", y, perm=[1, 0, 2])
     y = g.op("Transpose", last, perm=[1, 0, 2])  # (directions, batch, units) -> (batch, width)
     return g.op("Reshape", y, g.ints(0, width))
 

@@ -121,6 +121,7 @@ def save_onnx(config: Config, x_val: np.ndarray, tokenizer: CharTokenizer) -> fl
     texts that stress the graph (empty, emoji only, 5,000 characters, a lone jamo, digits)."""
     import keras
 
+    import pipeline.layers  # noqa: F401  registers our layers for safe-mode loading
     from pipeline import to_onnx
     from pipeline.cleaning import clean_texts
 
