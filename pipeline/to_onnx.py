@@ -15,7 +15,6 @@ Masks are boolean (batch, steps) tensors, as in Keras. A recurrent layer reads i
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -446,16 +445,14 @@ def convert(model, metadata: dict[str, object] | None = None):
 TOLERANCE = 1e-4  # far above float32 rounding (about 1e-7 here), far below any real mismatch
 
 
-def write_checked(model, path: Path, sample: np.ndarray, trim: bool, padding: str) -> float:
-    """Write `model` to `path` as ONNX, atomically, once it scores `sample` as Keras does.
+def checked(model, sample: np.ndarray, trim: bool, padding: str) -> tuple[bytes, float]:
+    """`model` as ONNX bytes, once they score `sample` as Keras does, and the largest difference.
 
     `sample`: padded ids, scored in batches cut to their longest row when the model masks
-    padding (`trim`), as a predictor does. Returns the largest difference in probability seen;
-    a difference above TOLERANCE is an error, and no file is written.
+    padding (`trim`), as a predictor does. A difference above TOLERANCE is an error.
     """
     import onnxruntime as ort
 
-    from pipeline.files import atomic_path
     from pipeline.tokenizer import trim_padding
 
     embedding = next(layer for layer in model.layers if type(layer).__name__ == "Embedding")
@@ -482,6 +479,4 @@ def write_checked(model, path: Path, sample: np.ndarray, trim: bool, padding: st
             f"(allowed {TOLERANCE:g}), so it was not written: please report this as a bug; "
             "meanwhile score with model.keras (engine 'keras')"
         )
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(proto)
-    return worst
+    return proto, worst

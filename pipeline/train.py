@@ -7,6 +7,7 @@ validation loss; fits the temperature of the saved model's sigmoid on validation
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -84,53 +85,58 @@ def train(config: Config, quiet: bool = False) -> dict | None:
             distributed.save_as_worker(final)
             distributed.finish_together(cluster, config.cluster_timeout)
             return None
-        with atomic_path(config.model_path) as tmp:
-            final.save(tmp)
-    onnx_difference = save_onnx(config, data["x_val"], tokenizer)
 
-    best = int(np.argmin(history["val_loss"]))
-    summary = {
-        "epochs_run": len(history["val_loss"]),
-        "best_epoch": best + 1,
-        "val_loss": history["val_loss"][best],
-        "val_accuracy": history["val_accuracy"][best],
-        "temperature": round(temperature, 4),
-        "val_log_loss_calibrated": round(log_loss(logits / temperature, data["y_val"]), 5),
-        "pretrained_layers": started_from,
-        "onnx_max_difference": onnx_difference,
-        "train_seconds": round(seconds, 1),
-        # the fastest epoch: the first one also traces the graph
-        "train_samples_per_second": round(len(data["y_train"]) / min(epoch_seconds)),
-        "parameters": final.count_params(),
-        "replicas": strategy.num_replicas_in_sync,
-        "workers": len(cluster.names) if cluster else 1,
-    }
-    write_json_atomic(config.history_path, {**summary, "history": history})
-    loss_title = "loss"
-    if config.ngram_order and config.branch_loss_weight:
-        # what training minimised, so its scale is not read as the answer's cross-entropy alone
-        loss_title = f"loss (answer + {config.branch_loss_weight:g} x each branch's)"
-    plot_curves(history, config.training_curves_path, loss_title)
+    # model.keras and model.onnx land together, just before the stage's record: a service
+    # watching the folder sees the new pair and, moments later, the record that names it.
+    with atomic_path(config.model_path) as keras_tmp, atomic_path(config.onnx_path) as onnx_tmp:
+        final.save(keras_tmp)
+        onnx_difference = save_onnx(keras_tmp, onnx_tmp, data["x_val"], tokenizer, config)
+        best = int(np.argmin(history["val_loss"]))
+        summary = {
+            "epochs_run": len(history["val_loss"]),
+            "best_epoch": best + 1,
+            "val_loss": history["val_loss"][best],
+            "val_accuracy": history["val_accuracy"][best],
+            "temperature": round(temperature, 4),
+            "val_log_loss_calibrated": round(log_loss(logits / temperature, data["y_val"]), 5),
+            "pretrained_layers": started_from,
+            "onnx_max_difference": onnx_difference,
+            "train_seconds": round(seconds, 1),
+            # the fastest epoch: the first one also traces the graph
+            "train_samples_per_second": round(len(data["y_train"]) / min(epoch_seconds)),
+            "parameters": final.count_params(),
+            "replicas": strategy.num_replicas_in_sync,
+            "workers": len(cluster.names) if cluster else 1,
+        }
+        write_json_atomic(config.history_path, {**summary, "history": history})
+        loss_title = "loss"
+        if config.ngram_order and config.branch_loss_weight:
+            # what training minimised, so its scale is not read as the answer's cross-entropy
+            loss_title = f"loss (answer + {config.branch_loss_weight:g} x each branch's)"
+        plot_curves(history, config.training_curves_path, loss_title)
     if cluster:
         distributed.finish_together(cluster, config.cluster_timeout)
     return summary
 
 
-def save_onnx(config: Config, x_val: np.ndarray, tokenizer: CharTokenizer) -> float:
+def save_onnx(
+    keras_file: Path, onnx_file: Path, x_val: np.ndarray, tokenizer: CharTokenizer, config: Config
+) -> float:
     """model.onnx from the saved model.keras, checked against it on validation reviews and on
-    texts that stress the graph (empty, emoji only, 5,000 characters, a lone jamo, digits)."""
+    texts that stress the graph (empty, emoji only, 5,000 characters, a lone jamo, digits);
+    the largest difference in probability."""
     import keras
 
     import pipeline.layers  # noqa: F401  registers our layers for safe-mode loading
     from pipeline import to_onnx
     from pipeline.cleaning import clean_texts
 
-    saved = keras.saving.load_model(config.model_path, compile=False, safe_mode=True)
+    saved = keras.saving.load_model(keras_file, compile=False, safe_mode=True)
     hostile = ["", "😀😀😀", "좋아요 별로 " * 715, "ㅋ", "2024 12 07", "a", "배송 빠르고 좋아요"]
     sample = np.concatenate([x_val[:ONNX_CHECK_ROWS], tokenizer.encode(clean_texts(hostile))])
-    return to_onnx.write_checked(
-        saved, config.onnx_path, sample, config.mask_padding, tokenizer.padding
-    )
+    proto, difference = to_onnx.checked(saved, sample, config.mask_padding, tokenizer.padding)
+    onnx_file.write_bytes(proto)
+    return difference
 
 
 def answer_task(model, x, y, training: bool):

@@ -80,7 +80,8 @@ def write_model(folder: Path, config: Config, texts: list[str]) -> None:
     for_inference(model, temperature=1.3).save(folder / "model.keras")
     saved = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
     sample = tokenizer.encode(clean_texts(texts[:200]))
-    to_onnx.write_checked(saved, folder / "model.onnx", sample, config.mask_padding, config.padding)
+    proto, _ = to_onnx.checked(saved, sample, config.mask_padding, config.padding)
+    (folder / "model.onnx").write_bytes(proto)
 
 
 @pytest.mark.parametrize("name", SETTINGS)
@@ -100,22 +101,23 @@ def test_onnx_scores_every_setting_as_keras_does(name, sample_path, tmp_path):
     np.testing.assert_allclose(alone, expected[-len(HOSTILE) :], atol=1e-5, rtol=0)
 
 
-def test_a_graph_that_scores_otherwise_is_refused_and_the_last_file_kept(
-    sample_path, tmp_path, monkeypatch
+def test_a_graph_that_scores_otherwise_fails_training_and_keeps_the_last_model(
+    trained, tmp_path, monkeypatch
 ):
-    config = Config(**TINY)
-    write_model(tmp_path, config, fixture_reviews(sample_path))
-    before = (tmp_path / "model.onnx").read_bytes()
+    from pipeline.train import train
+
+    root = tmp_path / "copy"
+    shutil.copytree(trained.artifacts_dir, root / "artifacts")
+    shutil.copytree(trained.data_dir, root / "data")
+    config = trained.replace(artifacts_dir=root / "artifacts", data_dir=root / "data")
+    before = {p.name: p.read_bytes() for p in (config.model_path, config.onnx_path)}
     # A converter with a bug: the temperature left out.
     monkeypatch.setattr(to_onnx, "temperature", lambda g, layer, x: g.op("Sigmoid", x))
-    import keras
-
-    model = keras.saving.load_model(tmp_path / "model.keras", compile=False, safe_mode=True)
-    sample = CharTokenizer.load(tmp_path / "tokenizer.json").encode(["좋아요", "별로 별로"])
     with pytest.raises(PipelineError, match=r"^model.onnx scores validation reviews up to .* away"):
-        to_onnx.write_checked(model, tmp_path / "model.onnx", sample, True, "pre")
-    assert (tmp_path / "model.onnx").read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+        train(config, quiet=True)
+    # neither model file changed: they are replaced together or not at all
+    assert {p.name: p.read_bytes() for p in (config.model_path, config.onnx_path)} == before
+    assert [p.name for p in config.artifacts_dir.iterdir() if ".tmp" in p.name] == []
 
 
 def test_a_layer_without_an_onnx_form_is_named(tmp_path):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -530,6 +531,38 @@ def test_a_new_model_is_picked_up_during_traffic_and_no_request_fails(
     assert health["model_sha256"] == sha256_file(retrained.artifacts_dir / "model.keras")
     # The stage records in the folder describe the old model: /info must not claim them.
     assert info["model"]["settings"] is None and info["test_metrics"] is None
+
+
+def test_a_model_trained_into_the_served_folder_is_loaded_once_its_files_settle(
+    trained, retrained, tmp_path
+):
+    """train writes model.keras, model.onnx, then the record naming them: the service loads
+    the new set once, with model.onnx, not each half-written state along the way."""
+    folder = tmp_path / "artifacts"
+    shutil.copytree(trained.artifacts_dir, folder)
+    new = Predictor(retrained.artifacts_dir).predict_proba(["좋아요"])
+    with running(trained.replace(artifacts_dir=folder, **LIMITS)) as url:
+        loads = total(scrape(url), "sentiment_model_loads_total")
+        for name in ("model.keras", "model.onnx", "stages/train.json"):
+            staged = folder / f".{Path(name).name}.new"
+            shutil.copy(retrained.artifacts_dir / name, staged)
+            os.replace(staged, folder / name)
+            for _ in range(3):  # traffic while the files change
+                scored(post(url, "/predict", {"reviews": ["좋아요"]}))
+                time.sleep(0.1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            probs = scored(post(url, "/predict", {"reviews": ["좋아요"]}))
+            if np.allclose(probs, new, atol=1e-5):
+                break
+            time.sleep(0.1)
+        info = requests.get(f"{url}/info", timeout=10).json()
+        loads = total(scrape(url), "sentiment_model_loads_total") - loads
+    np.testing.assert_allclose(probs, new, atol=1e-5)
+    assert info["model"]["engine"] == "onnx"
+    assert info["model"]["sha256"] == sha256_file(retrained.artifacts_dir / "model.keras")
+    assert info["model"]["settings"]["seed"] == 7  # the new record names the served model
+    assert loads == 1
 
 
 def test_a_broken_model_file_keeps_the_previous_model_serving(trained, tmp_path):

@@ -26,6 +26,7 @@ from pipeline.predict import Predictor, artifact_stamps
 from pipeline.serve import metrics
 
 log = logging.getLogger(__name__)
+SETTLE_SECONDS = 1.0  # a changed model's files must stay unchanged this long before a reload
 
 
 def load_predictor(folder: Path, threads: int, engine: str = "auto") -> Predictor:
@@ -62,6 +63,7 @@ class Scorer:
         self.batches = 0  # model batches scored
         self.requests = 0  # jobs scored (one per /predict or /explain request)
         self._stamps = artifact_stamps(self.artifacts_dir)
+        self._changing: tuple[tuple, float] = (self._stamps, 0.0)  # new stamps, first seen
         self.predictor, self.model_sha256 = self._load()  # PipelineError: caller says why
         self.loaded_at = _now()
         self.reload_error: str | None = None  # why the latest model files could not be loaded
@@ -155,8 +157,14 @@ class Scorer:
     def _current_predictor(self) -> Predictor:
         stamps = artifact_stamps(self.artifacts_dir)
         if stamps != self._stamps and not self._loading:
-            self._loading = True
-            threading.Thread(target=self._reload, args=(stamps,), daemon=True).start()
+            # A new model is a few files (train writes model.keras, model.onnx, then the record
+            # naming them): load once they have stopped changing, not from a half-written set.
+            now = time.monotonic()
+            if stamps != self._changing[0]:
+                self._changing = (stamps, now)
+            elif now - self._changing[1] >= SETTLE_SECONDS:
+                self._loading = True
+                threading.Thread(target=self._reload, args=(stamps,), daemon=True).start()
         return self.predictor
 
     def _reload(self, stamps: tuple) -> None:
