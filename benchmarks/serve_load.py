@@ -1,8 +1,8 @@
-# ruff: noqa: E402  (TF_CPP_MIN_LOG_LEVEL must be set before TensorFlow is imported)
+# ruff: noqa: E402  (TF_CPP_MIN_LOG_LEVEL must be set before TensorFlow may be imported)
 """The scoring service under load, on loopback, against in-process batched scoring.
 
     python benchmarks/serve_load.py --artifacts-dir /tmp/serve-bench/artifacts \
-        [--workers 1 0] [--swap-model OTHER/model.keras] [--kill-worker]
+        [--workers 1 0] [--swap-model OTHER_ARTIFACTS] [--kill-worker]
 
 Starts `python -m pipeline serve --workers N` in a subprocess on a free 127.0.0.1 port for each
 N of --workers (default: 1, today's single process, and 0, one worker per core), warms it up
@@ -14,9 +14,10 @@ and after, and the mean model batch (from /metrics, added up over workers). Befo
 starts, the same reviews are scored in this process by Predictor.predict_proba in one call: the
 ceiling the service is compared with. `--unbatched` adds a run with micro-batching off.
 
-Under the last --workers setting, while clients keep sending: `--swap-model FILE` copies a
-different model.keras over the served one (atomically) and reports failed requests and how long
-until /metrics shows every worker serving its sha256; `--kill-worker` kills one worker (SIGKILL)
+Under the last --workers setting, while clients keep sending: `--swap-model DIR` copies another
+artifacts folder's model.keras, model.onnx and train record over the served ones (each
+atomically, in the order training writes them) and reports failed requests and how long until
+/metrics shows every worker serving its sha256; `--kill-worker` kills one worker (SIGKILL)
 and reports failed requests and how long until uvicorn's supervisor has replaced it.
 """
 
@@ -365,13 +366,16 @@ def measure_events(args, jobs: list[list[str]], settings: dict) -> dict:
             asyncio.run(run_load(port, jobs[: args.warmup], args.clients))  # warm-up
             workers = len(served_models(port))
             if args.swap_model:
-                new_sha = sha256_file(args.swap_model)
+                new_sha = sha256_file(args.swap_model / "model.keras")
 
                 def swap() -> float:
                     time.sleep(2)
-                    staged = folder / ".model.keras.new.keras"
-                    shutil.copy(args.swap_model, staged)
-                    os.replace(staged, folder / "model.keras")  # atomic, as every stage writes
+                    # the files train writes, in its order, each atomically
+                    for name in ("model.keras", "model.onnx", "stages/train.json"):
+                        if (args.swap_model / name).is_file():
+                            staged = folder / f".{Path(name).name}.new"
+                            shutil.copy(args.swap_model / name, staged)
+                            os.replace(staged, folder / name)
                     return wait_for(
                         lambda: (
                             set(served_models(port).values()) == {new_sha}
@@ -488,7 +492,8 @@ def main() -> None:
     parser.add_argument(
         "--swap-model",
         type=Path,
-        help="another model.keras (same tokenizer): swapped in under load, last --workers",
+        help="another artifacts folder (same tokenizer): its model files are copied over the "
+        "served ones under load, as training writes them, last --workers",
     )
     parser.add_argument(
         "--kill-worker", action="store_true", help="kill one worker under load, last --workers"
@@ -497,16 +502,15 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
 
-    import keras
-    import tensorflow as tf
+    from importlib.metadata import version
 
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "nproc": nproc,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
+        "onnxruntime": version("onnxruntime"),
+        "keras": version("keras"),
         "loadavg_at_start": os.getloadavg(),
     }
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
