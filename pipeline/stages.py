@@ -136,6 +136,9 @@ STAGES: tuple[Stage, ...] = (
         inputs=lambda c: [
             c.split_path("test"),
             c.model_path,
+            # the predictor scores model.onnx when the train record names it (pipeline/engines.py)
+            c.onnx_path,
+            record_path(c.artifacts_dir, "train"),
             c.tokenizer_path,
             c.baseline_path,
         ],
