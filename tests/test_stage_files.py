@@ -1,9 +1,9 @@
 """Each stage reads exactly the files it declares as inputs and writes exactly its outputs.
 
 Every stage runs for real on the fixture's lines (pretraining and self-training on, tiny sizes)
-while an audit hook notes every file Python opens; what it wrote is what changed on disk. A file a stage touches
-without declaring it would never make the stage stale; one it declares without touching makes
-it stale for nothing.
+while an audit hook notes every file Python opens; what it wrote is what changed on disk. A file
+a stage touches without declaring it would never make the stage stale; one it declares without
+touching makes it stale for nothing.
 """
 
 from __future__ import annotations
