@@ -15,7 +15,8 @@ STAGE_HELP = {
     "tokenize": "fit the character tokenizer on the training split; encode it and validation",
     "baseline": "fit the TF-IDF + logistic regression baseline on the same split",
     "pretrain": "pretrain the character encoder on unlabeled reviews (--unlabeled)",
-    "train": "train the classifier (from the pretrained encoder if --pretrain is on)",
+    "train": "train the classifier (from the pretrained encoder if --pretrain is on; then "
+    "self-train it on unlabeled reviews if --self-train-rounds is above 0)",
     "evaluate": "score the test split and write metrics.json",
 }
 
@@ -67,6 +68,18 @@ def _source_parser() -> argparse.ArgumentParser:
         "--pretrain",
         choices=["mlm", "rtd", "none"],
         help="the pretraining objective: masked (mlm) or replaced (rtd) characters, or none",
+    )
+    source.add_argument(
+        "--label-fraction",
+        type=float,
+        help="keep this stratified share of the training split's labels (default 1); the rest "
+        "of its reviews are unlabeled ones for self-training",
+    )
+    source.add_argument(
+        "--self-train-rounds",
+        type=int,
+        choices=[0, 1, 2, 3],
+        help="rounds of self-training on the unlabeled reviews after training (default 0: off)",
     )
     return source
 
@@ -178,6 +191,8 @@ def load_settings(args: argparse.Namespace):
                 "unlabeled",
                 "unlabeled_column",
                 "pretrain",
+                "label_fraction",
+                "self_train_rounds",
                 "model_engine",
             )
         },

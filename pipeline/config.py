@@ -63,6 +63,10 @@ class Config:
     test_fraction: float = setting(0.1, "prepare")
     strict: bool = setting(False, "prepare")  # a malformed line is an error, not a counted skip
     seed: int = setting(42, "prepare", *ENCODER)
+    # the share of the training split's labels kept (stratified, seeded); the rest of its
+    # reviews are written without labels to train_unlabeled.txt, for self-training: what more
+    # ratings would buy, measured on your own data
+    label_fraction: float = setting(1.0, "prepare")
 
     # tokenize
     maxlen: int = setting(100, "tokenize")
@@ -113,10 +117,12 @@ class Config:
     # (benchmarks/RESULTS.md, "Pretraining")
     pretrain: str = setting("none", *ENCODER)
     # files of unlabeled reviews: one a line, or a CSV/TSV/JSONL column (unlabeled_column), read
-    # like `predict --input`; reviews also in validation or test are left out
+    # like `predict --input`; reviews also in validation or test are left out. Self-training
+    # reads them too: the files are train's inputs then (their checksums make it stale), and
+    # how they are read is one of its settings
     unlabeled: tuple[str, ...] = setting((), "pretrain")
-    unlabeled_column: str | None = setting(None, "pretrain")
-    unlabeled_encoding: str = setting("utf-8", "pretrain")
+    unlabeled_column: str | None = setting(None, "pretrain", "train")
+    unlabeled_encoding: str = setting("utf-8", "pretrain", "train")
     pretrain_epochs: int = setting(4, "pretrain")
     pretrain_batch_size: int = setting(256, "pretrain")
     pretrain_learning_rate: float = setting(2e-3, "pretrain")
@@ -135,6 +141,17 @@ class Config:
     # none | mirrored (local GPUs or CPUs) | multi-worker (TF_CONFIG); the global batch is
     # batch_size times the replicas, so it changes the model
     distribute: str = setting("none", "train")
+    # self-training, after the teacher is trained (pipeline/selftrain.py): rounds of a noisy
+    # student learning from the rated reviews and the teacher's calibrated probabilities on the
+    # unlabeled ones; it becomes the model only if it beats the teacher on validation. 0: off,
+    # by measurement (benchmarks/RESULTS.md, "Self-training")
+    self_train_rounds: int = setting(0, "train")
+    # a teacher-labelled review's loss against a rated one's; each is tried, the best student on
+    # validation accuracy kept
+    self_train_weight: tuple[float, ...] = setting((1.0,), "train")
+    # the student's noise: this share of a teacher-labelled review's characters read as unknown,
+    # and its spatial and head dropout raised by as much (to at most 0.5)
+    self_train_noise: float = setting(0.1, "train")
     # seconds a multi-worker run waits for every worker of TF_CONFIG to start
     cluster_timeout: float = setting(300.0)
 
@@ -184,6 +201,11 @@ class Config:
         return self.processed_dir / f"{split}.tsv"
 
     @property
+    def train_unlabeled_path(self) -> Path:
+        """The training split's reviews whose labels label_fraction left out, one a line."""
+        return self.processed_dir / "train_unlabeled.txt"
+
+    @property
     def encoded_path(self) -> Path:
         return self.processed_dir / "encoded.npz"
 
@@ -216,6 +238,14 @@ class Config:
     @property
     def pretrain_curves_path(self) -> Path:
         return self.artifacts_dir / "pretrain_curves.png"
+
+    @property
+    def self_training_path(self) -> Path:
+        return self.artifacts_dir / "self_training.json"
+
+    @property
+    def self_training_curves_path(self) -> Path:
+        return self.artifacts_dir / "self_training_curves.png"
 
     @property
     def history_path(self) -> Path:
@@ -362,6 +392,16 @@ def _validate(config: Config) -> None:
         raise PipelineError("serve_model_threads must be 0 (one per core) or more")
     if config.serve_workers < 0:
         raise PipelineError("serve_workers (--workers) must be 0 (one per core) or more")
+    if not 0 < config.label_fraction <= 1:
+        raise PipelineError("label_fraction must be above 0 and at most 1")
+    if not 0 <= config.self_train_rounds <= 3:
+        raise PipelineError("self_train_rounds must be 0 (off) to 3")
+    if not config.self_train_weight or any(w <= 0 for w in config.self_train_weight):
+        raise PipelineError("self_train_weight must list at least one positive weight")
+    if not 0 <= config.self_train_noise < 1:
+        raise PipelineError("self_train_noise must be at least 0 and below 1")
+    if config.self_train_rounds and config.distribute == "multi-worker":
+        raise PipelineError("self-training runs in one process; use distribute none or mirrored")
     if not 0 < config.val_fraction + config.test_fraction < 1:
         raise PipelineError("val_fraction + test_fraction must be between 0 and 1")
     _validate_source(config)

@@ -8,13 +8,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from pipeline.cleaning import clean_texts
 from pipeline.config import Config
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, write_text_atomic
 from pipeline.tables import decode_source, read_table, text_of
 
 SPLITS = ("train", "val", "test")
@@ -227,6 +228,17 @@ def split_frame(frame: pd.DataFrame, config: Config) -> dict[str, pd.DataFrame]:
     return {"train": train, "val": val, "test": test}
 
 
+def keep_labels(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, list]:
+    """A stratified `fraction` of the rows (at least one of each label), in their order, and the
+    texts of the others: what a shop with fewer ratings would have."""
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(train), dtype=bool)
+    for label in (0, 1):
+        rows = np.flatnonzero(train["label"].to_numpy() == label)
+        keep[rng.choice(rows, max(1, round(fraction * len(rows))), replace=False)] = True
+    return train[keep], train["text"][~keep].tolist()
+
+
 def write_split(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(
@@ -277,10 +289,19 @@ def prepare(config: Config, quiet: bool = False) -> dict:
         )
     frame, cleaning_counts = label_and_clean(parsed)
     splits = split_frame(frame, config)
+    left_out = None
+    if config.label_fraction < 1:
+        splits["train"], left_out = keep_labels(splits["train"], config.label_fraction, config.seed)
+        # cleaned texts hold no newline: one a line, read back by splitlines
+        write_text_atomic(config.train_unlabeled_path, "".join(f"{t}\n" for t in left_out))
+    else:  # a file of an earlier run's fraction would describe another split
+        config.train_unlabeled_path.unlink(missing_ok=True)
     for name, part in splits.items():
         write_split(part, config.split_path(name))
 
     counts = {**parsed.counts, **cleaning_counts}
+    if left_out is not None:
+        counts["train_unlabeled"] = len(left_out)
     counts["splits"] = {
         name: {
             "rows": len(part),
@@ -311,3 +332,5 @@ def _print_counts(counts: dict) -> None:
             f"prepare: {name:<5} {s['rows']:>7,} rows ({s['positive']:,} positive, "
             f"{s['negative']:,} negative)"
         )
+    if "train_unlabeled" in counts:
+        print(f"prepare: {counts['train_unlabeled']:,} more training reviews kept without labels")

@@ -273,6 +273,14 @@ def rtd_task(model, inputs, targets, training: bool):
 
 
 def _print_counts(counts: dict) -> None:
+    print_unlabeled_counts(counts, "pretrain")
+    print(
+        f"pretrain: {counts['texts']:,} texts ({counts['training_texts']:,} of the training split)"
+    )
+
+
+def print_unlabeled_counts(counts: dict, stage: str) -> None:
+    """One line per unlabeled file: reviews read, kept, and why the others were left out."""
     for name, file_counts in counts.items():
         if isinstance(file_counts, dict):
             skipped = ", ".join(
@@ -281,9 +289,6 @@ def _print_counts(counts: dict) -> None:
                 if file_counts.get(k)
             )
             print(
-                f"pretrain: {name}: {file_counts['read']:,} reviews read, "
+                f"{stage}: {name}: {file_counts['read']:,} reviews read, "
                 f"{file_counts['kept']:,} kept" + (f" ({skipped} left out)" if skipped else "")
             )
-    print(
-        f"pretrain: {counts['texts']:,} texts ({counts['training_texts']:,} of the training split)"
-    )

@@ -56,6 +56,15 @@ def _splits(config: Config, names: tuple[str, ...] = SPLITS) -> list[Path]:
     return [config.split_path(name) for name in names]
 
 
+def _self_training_inputs(config: Config) -> list[Path]:
+    """What self-training reads: the splits (to leave their reviews out) and the unlabeled
+    reviews, the training split's left-out ones among them."""
+    if not config.self_train_rounds:
+        return []
+    left_out = [config.train_unlabeled_path] if config.label_fraction < 1 else []
+    return [*_splits(config), *left_out, *map(Path, config.unlabeled)]
+
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         "download",
@@ -68,7 +77,10 @@ STAGES: tuple[Stage, ...] = (
         "prepare",
         prepare,
         inputs=lambda c: [c.raw_path],
-        outputs=_splits,
+        outputs=lambda c: [
+            *_splits(c),
+            *([c.train_unlabeled_path] if c.label_fraction < 1 else []),
+        ],
         home="data_dir",
     ),
     Stage(
@@ -107,12 +119,14 @@ STAGES: tuple[Stage, ...] = (
             c.encoded_path,
             c.tokenizer_path,
             *([c.pretrained_path] if c.pretrain != "none" else []),
+            *_self_training_inputs(c),
         ],
         outputs=lambda c: [
             c.model_path,
             c.onnx_path,
             c.history_path,
             c.training_curves_path,
+            *([c.self_training_path, c.self_training_curves_path] if c.self_train_rounds else []),
         ],
         home="artifacts_dir",
     ),

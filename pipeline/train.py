@@ -1,7 +1,9 @@
 """Train the classifier on length-bucketed batches with early stopping, then calibrate it.
 
 Starts from the pretrained encoder when `pretrain` is on; keeps the epoch with the lowest
-validation loss; fits the temperature of the saved model's sigmoid on validation.
+validation loss; fits the temperature of the saved model's sigmoid on validation. With
+`self_train_rounds`, the calibrated model then teaches noisy students (pipeline/selftrain.py)
+and the better of them on validation is the one saved.
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ def train(config: Config, quiet: bool = False) -> dict | None:
             distributed.save_as_worker(final)
             distributed.finish_together(cluster, config.cluster_timeout)
             return None
+        self_training = None
+        if config.self_train_rounds:  # one process (config refuses multi-worker)
+            from pipeline.selftrain import self_train
+
+            final, self_training = self_train(
+                config, final, temperature, data, tokenizer, strategy, quiet
+            )
 
     # model.keras and model.onnx land together, just before the stage's record: a service
     # watching the folder sees the new pair and, moments later, the record that names it.
@@ -108,6 +117,8 @@ def train(config: Config, quiet: bool = False) -> dict | None:
             "replicas": strategy.num_replicas_in_sync,
             "workers": len(cluster.names) if cluster else 1,
         }
+        if self_training:  # the figures above are the teacher's; this says which model was saved
+            summary["self_training"] = self_training
         write_json_atomic(config.history_path, {**summary, "history": history})
         loss_title = "loss"
         if config.ngram_order and config.branch_loss_weight:
