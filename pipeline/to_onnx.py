@@ -35,6 +35,7 @@ class Graph:
         self.nodes: list = []
         self.initializers: list = []
         self._names: dict[str, int] = {}
+        self.layer = "graph"  # the Keras layer being converted: its nodes' names start with it
 
     def name(self, hint: str) -> str:
         self._names[hint] = self._names.get(hint, 0) + 1
@@ -55,7 +56,7 @@ class Graph:
         """Add a node; its output's name, or a list of `outputs` names."""
         from onnx import helper
 
-        names = [self.name(op_type.lower()) for _ in range(outputs)]
+        names = [self.name(f"{self.layer}/{op_type.lower()}") for _ in range(outputs)]
         self.nodes.append(helper.make_node(op_type, list(inputs), names, **attrs))
         return names[0] if outputs == 1 else names
 
@@ -417,6 +418,7 @@ def convert(model, metadata: dict[str, object] | None = None):
                 "form; model.onnx can be written only for the layers build_model makes"
             )
         kwargs.pop("training", None)
+        graph.layer = operation.name
         return convert_one(graph, operation, *args, **kwargs)
 
     if len(model.inputs) != 1 or len(model.outputs) != 1:
