@@ -371,7 +371,8 @@ def measure_events(args, jobs: list[list[str]], settings: dict) -> dict:
                 def swap() -> float:
                     time.sleep(2)
                     # the files train writes, in its order, each atomically
-                    for name in ("model.keras", "model.onnx", "stages/train.json"):
+                    written = ("model.onnx.data", "model.onnx", "model.keras", "stages/train.json")
+                    for name in written:
                         if (args.swap_model / name).is_file():
                             staged = folder / f".{Path(name).name}.new"
                             shutil.copy(args.swap_model / name, staged)

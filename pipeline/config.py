@@ -218,6 +218,11 @@ class Config:
         return self.artifacts_dir / "model.onnx"
 
     @property
+    def onnx_weights_path(self) -> Path:
+        """model.onnx's weights (ONNX external data), which ONNX Runtime maps from disk."""
+        return self.artifacts_dir / "model.onnx.data"
+
+    @property
     def tokenizer_path(self) -> Path:
         return self.artifacts_dir / "tokenizer.json"
 

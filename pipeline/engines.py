@@ -142,11 +142,9 @@ def open_engine(folder: Path, engine: str = "auto", threads: int = 0):
     paths = Config(artifacts_dir=folder)
     onnx_path, keras_path = paths.onnx_path, paths.model_path
     if engine != "keras" and onnx_path.is_file():
-        digest = sha256_file(onnx_path)
-        if _trained_together(folder, digest, keras_path) or (
-            engine == "onnx" and read_record(folder, "train") is None
-        ):
-            known = (read_record(folder, "train") or {}).get("outputs", {}).get(KERAS_FILE)
+        record = read_record(folder, "train")
+        if _trained_together(record, paths) or (engine == "onnx" and record is None):
+            known = (record or {}).get("outputs", {}).get(KERAS_FILE)
             return OnnxEngine(onnx_path, threads), known
         if engine == "onnx":
             raise PipelineError(
@@ -165,24 +163,31 @@ def open_engine(folder: Path, engine: str = "auto", threads: int = 0):
     return KerasEngine(keras_path, threads), None
 
 
-def _trained_together(folder: Path, onnx_digest: str, keras_path: Path) -> bool:
-    """Whether model.onnx is the one the last training wrote, with the model.keras still here.
+def _trained_together(record: dict | None, paths: Config) -> bool:
+    """Whether model.onnx and its weights are the ones the last training wrote, with the
+    model.keras it wrote still here.
 
     Without a train record (a folder of model files copied by hand) there is nothing to check
     against: model.onnx is taken when it is the only model there.
     """
-    record = read_record(folder, "train")
     if record is None:
-        return not keras_path.is_file()
+        return not paths.model_path.is_file()
     outputs = record.get("outputs", {})
-    if outputs.get(ONNX_FILE) != onnx_digest:
+    onnx_files = (paths.onnx_path, paths.onnx_weights_path)
+    if not all(_unchanged(path, outputs.get(path.name)) for path in onnx_files):
         return False
     # A model.keras replaced since (copied in by hand, say) is the model the user means.
+    keras_path = paths.model_path
     return not keras_path.is_file() or _unchanged(keras_path, outputs.get(KERAS_FILE))
 
 
 def _unchanged(path: Path, digest: str | None) -> bool:
-    return digest is not None and _cached_sha256(path, path.stat().st_mtime_ns) == digest
+    """Whether the file at `path` has the sha256 `digest` (hashed once per modification)."""
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+    return digest is not None and _cached_sha256(path, stamp) == digest
 
 
 @functools.lru_cache(maxsize=8)

@@ -189,7 +189,13 @@ def model_files(artifacts_dir: str | Path) -> tuple[Path, ...]:
     its record last, so model.onnx is trusted only once the record naming it is there)."""
     paths = Config(artifacts_dir=Path(artifacts_dir))
     train_record = record_path(paths.artifacts_dir, "train")
-    return paths.onnx_path, paths.model_path, paths.tokenizer_path, train_record
+    return (
+        paths.onnx_path,
+        paths.onnx_weights_path,
+        paths.model_path,
+        paths.tokenizer_path,
+        train_record,
+    )
 
 
 def artifact_stamps(artifacts_dir: str | Path) -> tuple[int, ...]:

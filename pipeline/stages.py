@@ -124,6 +124,7 @@ STAGES: tuple[Stage, ...] = (
         outputs=lambda c: [
             c.model_path,
             c.onnx_path,
+            c.onnx_weights_path,
             c.history_path,
             c.training_curves_path,
             *([c.self_training_path, c.self_training_curves_path] if c.self_train_rounds else []),
@@ -139,6 +140,7 @@ STAGES: tuple[Stage, ...] = (
             c.split_path("test"),
             c.model_path,
             c.onnx_path,
+            c.onnx_weights_path,
             record_path(c.artifacts_dir, "train"),
             c.tokenizer_path,
             c.baseline_path,

@@ -15,6 +15,7 @@ Masks are boolean (batch, steps) tensors, as in Keras. A recurrent layer reads i
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -447,8 +448,9 @@ def convert(model, metadata: dict[str, object] | None = None):
 TOLERANCE = 1e-4  # far above float32 rounding (about 1e-7 here), far below any real mismatch
 
 
-def checked(model, sample: np.ndarray, trim: bool, padding: str) -> tuple[bytes, float]:
-    """`model` as ONNX bytes, once they score `sample` as Keras does, and the largest difference.
+def checked(model, sample: np.ndarray, trim: bool, padding: str):
+    """`model` as an ONNX ModelProto, once it scores `sample` as Keras does, and the largest
+    difference seen.
 
     `sample`: padded ids, scored in batches cut to their longest row when the model masks
     padding (`trim`), as a predictor does. A difference above TOLERANCE is an error.
@@ -463,8 +465,8 @@ def checked(model, sample: np.ndarray, trim: bool, padding: str) -> tuple[bytes,
         "mask_padding": bool(embedding.mask_zero),
         "parameters": model.count_params(),
     }
-    proto = convert(model, about).SerializeToString()
-    session = ort.InferenceSession(proto, providers=["CPUExecutionProvider"])
+    proto = convert(model, about)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     lengths = np.count_nonzero(sample, axis=1)
     order = np.argsort(lengths, kind="stable")
     worst = 0.0
@@ -482,3 +484,26 @@ def checked(model, sample: np.ndarray, trim: bool, padding: str) -> tuple[bytes,
             "meanwhile score with model.keras (engine 'keras')"
         )
     return proto, worst
+
+
+def save(proto, graph_path: Path, weights_path: Path) -> None:
+    """Write the graph, and beside it its weights as ONNX external data: ONNX Runtime maps
+    them from disk instead of copying them, so a process holds only the pages it reads (the
+    n-gram table is mostly unread), shared with every other process scoring the same file.
+
+    The weights land first, then the graph that names them; the train record, written last,
+    names both, and a predictor trusts model.onnx only once it does.
+    """
+    import os
+    import tempfile
+
+    from onnx import external_data_helper
+
+    external_data_helper.convert_model_to_external_data(
+        proto, all_tensors_to_one_file=True, location=weights_path.name, size_threshold=1024
+    )
+    with tempfile.TemporaryDirectory(dir=graph_path.parent, prefix=".model.onnx.tmp") as tmp:
+        external_data_helper.write_external_data_tensors(proto, tmp)
+        Path(tmp, graph_path.name).write_bytes(proto.SerializeToString())
+        os.replace(Path(tmp, weights_path.name), weights_path)
+        os.replace(Path(tmp, graph_path.name), graph_path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import distributed, loop
+from pipeline import distributed, loop, to_onnx
 from pipeline.batches import batch_indices, labelled_batches, lengths_of, load_encoded
 from pipeline.config import Config
 from pipeline.files import atomic_path, write_json_atomic
@@ -97,9 +97,9 @@ def train(config: Config, quiet: bool = False) -> dict | None:
 
     # model.keras and model.onnx land together, just before the stage's record: a service
     # watching the folder sees the new pair and, moments later, the record that names it.
-    with atomic_path(config.model_path) as keras_tmp, atomic_path(config.onnx_path) as onnx_tmp:
+    with atomic_path(config.model_path) as keras_tmp:
         final.save(keras_tmp)
-        onnx_difference = save_onnx(keras_tmp, onnx_tmp, data["x_val"], tokenizer, config)
+        onnx_model, onnx_difference = checked_onnx(keras_tmp, data["x_val"], tokenizer, config)
         best = int(np.argmin(history["val_loss"]))
         summary = {
             "epochs_run": len(history["val_loss"]),
@@ -125,29 +125,25 @@ def train(config: Config, quiet: bool = False) -> dict | None:
             # what training minimised, so its scale is not read as the answer's cross-entropy
             loss_title = f"loss (answer + {config.branch_loss_weight:g} x each branch's)"
         plot_curves(history, config.training_curves_path, loss_title)
+        to_onnx.save(onnx_model, config.onnx_path, config.onnx_weights_path)
     if cluster:
         distributed.finish_together(cluster, config.cluster_timeout)
     return summary
 
 
-def save_onnx(
-    keras_file: Path, onnx_file: Path, x_val: np.ndarray, tokenizer: CharTokenizer, config: Config
-) -> float:
-    """model.onnx from the saved model.keras, checked against it on validation reviews and on
-    texts that stress the graph (empty, emoji only, 5,000 characters, a lone jamo, digits);
-    the largest difference in probability."""
+def checked_onnx(keras_file: Path, x_val: np.ndarray, tokenizer: CharTokenizer, config: Config):
+    """The saved model.keras as ONNX, checked against it on validation reviews and on texts
+    that stress the graph (empty, emoji only, 5,000 characters, a lone jamo, digits); and the
+    largest difference in probability."""
     import keras
 
     import pipeline.layers  # noqa: F401  registers our layers for safe-mode loading
-    from pipeline import to_onnx
     from pipeline.cleaning import clean_texts
 
     saved = keras.saving.load_model(keras_file, compile=False, safe_mode=True)
     hostile = ["", "😀😀😀", "좋아요 별로 " * 715, "ㅋ", "2024 12 07", "a", "배송 빠르고 좋아요"]
     sample = np.concatenate([x_val[:ONNX_CHECK_ROWS], tokenizer.encode(clean_texts(hostile))])
-    proto, difference = to_onnx.checked(saved, sample, config.mask_padding, tokenizer.padding)
-    onnx_file.write_bytes(proto)
-    return difference
+    return to_onnx.checked(saved, sample, config.mask_padding, tokenizer.padding)
 
 
 def answer_task(model, x, y, training: bool):

@@ -81,7 +81,8 @@ def write_model(folder: Path, config: Config, texts: list[str]) -> None:
     saved = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
     sample = tokenizer.encode(clean_texts(texts[:200]))
     proto, _ = to_onnx.checked(saved, sample, config.mask_padding, config.padding)
-    (folder / "model.onnx").write_bytes(proto)
+    paths = Config(artifacts_dir=folder)
+    to_onnx.save(proto, paths.onnx_path, paths.onnx_weights_path)
 
 
 @pytest.mark.parametrize("name", SETTINGS)
@@ -110,13 +111,14 @@ def test_a_graph_that_scores_otherwise_fails_training_and_keeps_the_last_model(
     shutil.copytree(trained.artifacts_dir, root / "artifacts")
     shutil.copytree(trained.data_dir, root / "data")
     config = trained.replace(artifacts_dir=root / "artifacts", data_dir=root / "data")
-    before = {p.name: p.read_bytes() for p in (config.model_path, config.onnx_path)}
+    model_files = (config.model_path, config.onnx_path, config.onnx_weights_path)
+    before = {p.name: p.read_bytes() for p in model_files}
     # A converter with a bug: the temperature left out.
     monkeypatch.setattr(to_onnx, "temperature", lambda g, layer, x: g.op("Sigmoid", x))
     with pytest.raises(PipelineError, match=r"^model.onnx scores validation reviews up to .* away"):
         train(config, quiet=True)
     # neither model file changed: they are replaced together or not at all
-    assert {p.name: p.read_bytes() for p in (config.model_path, config.onnx_path)} == before
+    assert {p.name: p.read_bytes() for p in model_files} == before
     assert [p.name for p in config.artifacts_dir.iterdir() if ".tmp" in p.name] == []
 
 
@@ -134,6 +136,9 @@ def test_a_layer_without_an_onnx_form_is_named(tmp_path):
 def test_train_writes_model_onnx_and_records_it(trained):
     record = json.loads((trained.artifacts_dir / "stages" / "train.json").read_text())
     assert record["outputs"]["model.onnx"] == sha256_file(trained.onnx_path)
+    assert record["outputs"]["model.onnx.data"] == sha256_file(trained.onnx_weights_path)
+    # the graph holds no weights: they are mapped from model.onnx.data
+    assert trained.onnx_path.stat().st_size < 100_000 < trained.onnx_weights_path.stat().st_size
     assert record["result"]["onnx_max_difference"] <= to_onnx.TOLERANCE
     manifest = json.loads((trained.artifacts_dir / "manifest.json").read_text())
     assert "model.onnx" in manifest["stages"]["train"]["outputs"]
@@ -168,9 +173,10 @@ def test_an_artifacts_folder_from_before_model_onnx_keeps_scoring_with_keras(art
         Predictor(artifacts, engine="onnx")
 
 
-def test_a_model_onnx_the_record_does_not_name_is_not_used(artifacts, trained):
-    onnx = artifacts / "model.onnx"
-    onnx.write_bytes(onnx.read_bytes() + b"\0")  # another file than training wrote
+@pytest.mark.parametrize("name", ["model.onnx", "model.onnx.data"])
+def test_a_model_onnx_the_record_does_not_name_is_not_used(artifacts, name):
+    changed = artifacts / name
+    changed.write_bytes(changed.read_bytes() + b"\0")  # another file than training wrote
     assert Predictor(artifacts).engine == "keras"
     with pytest.raises(PipelineError, match="model.onnx is not the model the last training wrote"):
         Predictor(artifacts, engine="onnx")

@@ -536,14 +536,14 @@ def test_a_new_model_is_picked_up_during_traffic_and_no_request_fails(
 def test_a_model_trained_into_the_served_folder_is_loaded_once_its_files_settle(
     trained, retrained, tmp_path
 ):
-    """train writes model.keras, model.onnx, then the record naming them: the service loads
+    """train writes model.onnx.data, model.onnx, model.keras, then the record naming them: it loads
     the new set once, with model.onnx, not each half-written state along the way."""
     folder = tmp_path / "artifacts"
     shutil.copytree(trained.artifacts_dir, folder)
     new = Predictor(retrained.artifacts_dir).predict_proba(["좋아요"])
     with running(trained.replace(artifacts_dir=folder, **LIMITS)) as url:
         loads = total(scrape(url), "sentiment_model_loads_total")
-        for name in ("model.keras", "model.onnx", "stages/train.json"):
+        for name in ("model.onnx.data", "model.onnx", "model.keras", "stages/train.json"):
             staged = folder / f".{Path(name).name}.new"
             shutil.copy(retrained.artifacts_dir / name, staged)
             os.replace(staged, folder / name)

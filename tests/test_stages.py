@@ -419,7 +419,7 @@ def _readme_writes() -> dict[str, set[str]]:
         stage, cell, _ = (c.strip() for c in line.strip().strip("|").split("|"))
         folder, files = None, set()
         for token in re.findall(r"`([^`]+)`", cell):
-            if not re.search(r"\.(txt|tsv|json|npz|keras|onnx|png)$", token):
+            if not re.search(r"\.(txt|tsv|json|npz|keras|onnx|data|png)$", token):
                 continue  # a setting's value, not a file
             head, _, name = token.rpartition("/")
             folder = head or folder  # a bare name is in the folder named before it
