@@ -28,11 +28,17 @@ class OnnxEngine:
     """model.onnx (written by `train` beside model.keras) on ONNX Runtime's CPU provider."""
 
     file = ONNX_FILE
+    # Rows per call: smaller batches keep the intermediates in cache, and ORT's per-call cost is
+    # small (128 against 512: as fast or faster, 85 MiB less memory after 200,000 reviews).
+    batch_size = 128
 
     def __init__(self, path: Path, threads: int = 0) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # No arena: it keeps the largest intermediates of any batch for good (about 90 MiB
+        # more after 200,000 reviews, for no measurable speed).
+        options.enable_cpu_mem_arena = False
         # One thread per call by default: a predictor keeps two calls in flight, and the service
         # and Spark run one process per core; more would only contend for the same cores.
         options.intra_op_num_threads = threads or 1
@@ -59,6 +65,7 @@ class KerasEngine:
     """model.keras, loaded in safe mode, run as one traced TensorFlow graph."""
 
     file = KERAS_FILE
+    batch_size = 512  # rows per call: TensorFlow's per-call cost wants them large
 
     def __init__(self, path: Path, threads: int = 0) -> None:
         try:

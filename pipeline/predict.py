@@ -47,17 +47,17 @@ def _as_text_list(texts: str | Iterable[str]) -> list[str]:
 class Predictor:
     """A trained model with its tokenizer, ready to score reviews.
 
-    `engine`: "auto" runs model.onnx on ONNX Runtime when it is the one the last training wrote,
-    else model.keras on Keras; "onnx" or "keras" insist. `threads`: threads per model call (0:
-    the engine's default). A review with nothing left after cleaning (empty, only emoji or Latin
-    letters) has no characters the model reads: it gets the score of an empty review, the
-    model's prior.
+    `engine`: "auto" runs model.onnx on ONNX Runtime when it is the one the last training
+    wrote, else model.keras on Keras; "onnx" or "keras" insist. `batch_size`: rows per model
+    call (None: the engine's own). `threads`: threads per model call (0: the engine's default).
+    A review with nothing left after cleaning (empty, only emoji or Latin letters) has no
+    characters the model reads: it gets the score of an empty review, the model's prior.
     """
 
     def __init__(
         self,
         artifacts_dir: str | Path = DEFAULT_ARTIFACTS,
-        batch_size: int = 512,
+        batch_size: int | None = None,
         engine: str = "auto",
         threads: int = 0,
     ):
@@ -77,7 +77,7 @@ class Predictor:
             )
         self.parameters = self._model.parameters
         self._trim = self._model.masks_padding
-        self.batch_size = batch_size
+        self.batch_size = batch_size or self._model.batch_size
 
     @functools.cached_property
     def model_sha256(self) -> str:
