@@ -30,10 +30,15 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from other users
+        make_readable(tmp_path)  # mkstemp's 0600 would hide it from other users
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def make_readable(path: Path) -> None:
+    """Give a file the mode a plain open() would have (0666 less the umask)."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

@@ -499,11 +499,14 @@ def save(proto, graph_path: Path, weights_path: Path) -> None:
 
     from onnx import external_data_helper
 
+    from pipeline.files import make_readable
+
     external_data_helper.convert_model_to_external_data(
         proto, all_tensors_to_one_file=True, location=weights_path.name, size_threshold=1024
     )
     with tempfile.TemporaryDirectory(dir=graph_path.parent, prefix=".model.onnx.tmp") as tmp:
         external_data_helper.write_external_data_tensors(proto, tmp)
         Path(tmp, graph_path.name).write_bytes(proto.SerializeToString())
-        os.replace(Path(tmp, weights_path.name), weights_path)
-        os.replace(Path(tmp, graph_path.name), graph_path)
+        for name, final in ((weights_path.name, weights_path), (graph_path.name, graph_path)):
+            make_readable(Path(tmp, name))  # onnx writes its data file 0600
+            os.replace(Path(tmp, name), final)

@@ -56,6 +56,10 @@ SETTINGS = {
 }
 
 
+def onnx_files(config: Config) -> tuple[Path, Path]:
+    return config.onnx_path, config.onnx_weights_path
+
+
 def fixture_reviews(sample_path: Path) -> list[str]:
     return [line.split("\t", 1)[1] for line in sample_path.read_text("utf-8").splitlines()]
 
@@ -139,6 +143,8 @@ def test_train_writes_model_onnx_and_records_it(trained):
     assert record["outputs"]["model.onnx.data"] == sha256_file(trained.onnx_weights_path)
     # the graph holds no weights: they are mapped from model.onnx.data
     assert trained.onnx_path.stat().st_size < 100_000 < trained.onnx_weights_path.stat().st_size
+    modes = {p.stat().st_mode & 0o777 for p in (trained.model_path, *onnx_files(trained))}
+    assert len(modes) == 1  # readable by whoever may read model.keras (onnx writes 0600)
     assert record["result"]["onnx_max_difference"] <= to_onnx.TOLERANCE
     manifest = json.loads((trained.artifacts_dir / "manifest.json").read_text())
     assert "model.onnx" in manifest["stages"]["train"]["outputs"]
