@@ -3,7 +3,8 @@
     from pipeline import sentiment_predict
     sentiment_predict(["배송 빠르고 좋아요", "별로에요 다시는 안 사요"])  # ['긍정', '부정']
 
-Importing the package is cheap: TensorFlow loads when the first predictor is made.
+Importing the package is cheap, and scoring needs no TensorFlow: a predictor runs model.onnx on
+ONNX Runtime (model.keras on Keras only when asked, or when there is no model.onnx to trust).
 """
 
 import os

@@ -424,7 +424,9 @@ def convert(model, metadata: dict[str, object] | None = None):
 
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise PipelineError("model.onnx is written for a model of one input (ids) and one output")
-    # Keras walks its own graph, calling each operation on what its inputs became here.
+    # Keras walks its own graph, calling each operation on what its inputs became here. This and
+    # keras.src.ops.numpy's classes are Keras internals (pinned < 4): if they change, conversion
+    # or train's check fails loudly, never a silently different model.onnx.
     output = model._run_through_graph([INPUT], call_fn=call)
     output = output[0] if isinstance(output, list | tuple) else output
     graph.nodes.append(helper.make_node("Identity", [output], [OUTPUT]))
