@@ -47,12 +47,14 @@ def self_train(
     config: Config,
     teacher,
     temperature: float,
+    val_logits: np.ndarray,
     data: dict,
     tokenizer: CharTokenizer,
     strategy,
     quiet: bool = False,
 ) -> tuple[object, dict]:
-    """The better of the teacher (`for_inference`'s model) and its students, and the summary.
+    """The better of the teacher (`for_inference`'s model, its validation logits `val_logits`)
+    and its students, and the summary.
 
     Writes self_training.json (every student's history and score) and its curves.
     """
@@ -67,7 +69,8 @@ def self_train(
             "self-training has no unlabeled reviews to learn from; pass --unlabeled files or a "
             "--label-fraction below 1"
         )
-    best = Candidate(teacher, temperature, accuracy(teacher, temperature, data, tokenizer, config))
+    teacher_score = val_accuracy(val_logits, temperature, data["y_val"])
+    best = Candidate(teacher, temperature, teacher_score)
     first, rounds, chosen, best_round = best.val_accuracy, [], [], 0
     started = time.perf_counter()
     for round_no in range(1, config.self_train_rounds + 1):
@@ -186,7 +189,7 @@ def train_student(
     import keras
 
     from pipeline.model import build_model
-    from pipeline.train import answer_logits, answer_task, fit_temperature, for_inference
+    from pipeline.train import answer_task, calibrated
 
     student_config = config.replace(
         spatial_dropout=min(config.spatial_dropout + config.self_train_noise, MAX_DROPOUT),
@@ -230,10 +233,10 @@ def train_student(
         [early],
         verbose=not quiet,
     )
-    logits = answer_logits(model, data["x_val"], tokenizer.padding, config.mask_padding)
-    temperature = fit_temperature(logits, data["y_val"])
-    final = for_inference(model, temperature)
-    score = accuracy(final, temperature, data, tokenizer, config)
+    final, temperature, logits = calibrated(
+        model, data["x_val"], data["y_val"], tokenizer.padding, config.mask_padding
+    )
+    score = val_accuracy(logits, temperature, data["y_val"])
     return Candidate(final, temperature, score, history, weight)
 
 
@@ -242,10 +245,13 @@ def probabilities(model, temperature: float, x, tokenizer: CharTokenizer, config
     from pipeline.train import answer_logits
 
     logits = answer_logits(model, x, tokenizer.padding, config.mask_padding)
-    return 1 / (1 + np.exp(-logits / temperature))
+    return sigmoid(logits / temperature)
 
 
-def accuracy(model, temperature: float, data: dict, tokenizer: CharTokenizer, config: Config):
-    """Validation accuracy of the calibrated model, at the one threshold."""
-    probs = probabilities(model, temperature, data["x_val"], tokenizer, config)
-    return float(np.mean(is_positive(probs) == data["y_val"].astype(bool)))
+def val_accuracy(logits: np.ndarray, temperature: float, labels: np.ndarray) -> float:
+    """Validation accuracy of the calibrated model from its logits, at the one threshold."""
+    return float(np.mean(is_positive(sigmoid(logits / temperature)) == labels.astype(bool)))
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))

@@ -80,9 +80,9 @@ def train(config: Config, quiet: bool = False) -> dict | None:
             verbose=not quiet,
         )
         seconds = time.perf_counter() - started
-        logits = answer_logits(model, data["x_val"], tokenizer.padding, config.mask_padding)
-        temperature = fit_temperature(logits, data["y_val"])
-        final = for_inference(model, temperature)
+        final, temperature, logits = calibrated(
+            model, data["x_val"], data["y_val"], tokenizer.padding, config.mask_padding
+        )
         if cluster and not cluster.chief:
             distributed.save_as_worker(final)
             distributed.finish_together(cluster, config.cluster_timeout)
@@ -92,7 +92,7 @@ def train(config: Config, quiet: bool = False) -> dict | None:
             from pipeline.selftrain import self_train
 
             final, self_training = self_train(
-                config, final, temperature, data, tokenizer, strategy, quiet
+                config, final, temperature, logits, data, tokenizer, strategy, quiet
             )
 
     # model.keras and model.onnx land together, just before the stage's record: a service
@@ -158,6 +158,14 @@ def answer_task(model, x, y, training: bool):
     # y > THRESHOLD: a soft label counts as the class it leans to
     correct = tf.cast(tf.equal(probs[:, 0] > THRESHOLD, y > THRESHOLD), tf.float32)
     return losses, correct
+
+
+def calibrated(model, x_val: np.ndarray, y_val: np.ndarray, padding: str, trim: bool):
+    """The model a predictor needs with its temperature fitted on validation, that temperature,
+    and the validation logits it was fitted on."""
+    logits = answer_logits(model, x_val, padding, trim)
+    temperature = fit_temperature(logits, y_val)
+    return for_inference(model, temperature), temperature, logits
 
 
 def for_inference(model, temperature: float = 1.0):
