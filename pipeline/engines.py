@@ -27,7 +27,7 @@ TRAIN_EXTRA = "pip install 'naver-shopping-sentiment[train]'"
 class OnnxEngine:
     """model.onnx (written by `train` beside model.keras) on ONNX Runtime's CPU provider."""
 
-    file = ONNX_FILE
+    name, file = "onnx", ONNX_FILE
     # Rows per call: smaller batches keep the intermediates in cache, and ORT's per-call cost is
     # small (128 against 512: as fast or faster, 85 MiB less memory after 200,000 reviews).
     batch_size = 128
@@ -64,7 +64,7 @@ class OnnxEngine:
 class KerasEngine:
     """model.keras, loaded in safe mode, run as one traced TensorFlow graph."""
 
-    file = KERAS_FILE
+    name, file = "keras", KERAS_FILE
     batch_size = 512  # rows per call: TensorFlow's per-call cost wants them large
 
     def __init__(self, path: Path, threads: int = 0) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.batches import batch_indices, chunks, lengths_of
 from pipeline.cleaning import clean_texts
 from pipeline.config import Config
-from pipeline.engines import OnnxEngine, open_engine
+from pipeline.engines import open_engine
 from pipeline.errors import PipelineError
 from pipeline.files import sha256_file
 from pipeline.labels import NEGATIVE, POSITIVE, THRESHOLD, is_positive, label_of  # noqa: F401
@@ -65,7 +65,7 @@ class Predictor:
         paths = Config(artifacts_dir=artifacts_dir)
         self.tokenizer = CharTokenizer.load(paths.tokenizer_path)
         self._model, known_sha256 = open_engine(artifacts_dir, engine, threads)
-        self.engine = "onnx" if isinstance(self._model, OnnxEngine) else "keras"
+        self.engine = self._model.name
         self.model_file = artifacts_dir / self._model.file
         if known_sha256 is not None:
             self.model_sha256 = known_sha256

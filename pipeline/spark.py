@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd  # the spark extra's; the UDF's type hints must resolve at run time
 
+from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.labels import label_of
 from pipeline.predict import DEFAULT_ARTIFACTS, Predictor, get_predictor
@@ -170,8 +171,9 @@ def _driver_artifacts(artifacts_dir: str | Path) -> str:
     folder = Path(artifacts_dir)
     if not folder.is_dir():
         return str(folder)
-    model = folder / "model.onnx" if (folder / "model.onnx").is_file() else folder / "model.keras"
-    for needed in (model, folder / "tokenizer.json"):
+    paths = Config(artifacts_dir=folder)
+    model = paths.onnx_path if paths.onnx_path.is_file() else paths.model_path
+    for needed in (model, paths.tokenizer_path):
         if not needed.is_file():
             raise PipelineError(
                 f"{needed} is missing; train a model with `python -m pipeline run` first"
