@@ -78,7 +78,7 @@ class Config:
 
     # baseline (TF-IDF + logistic regression)
     # inverse regularization strengths to try; the best on validation is the bar the model faces
-    baseline_c: tuple[float, ...] = setting((1.0, 3.0, 10.0), "baseline")
+    baseline_c: tuple[float, ...] = setting((1.0, 3.0, 10.0), "baseline", "train")
 
     # model
     # Defaults chosen on validation accuracy within a 10-minute full run on 2 cores
@@ -152,6 +152,10 @@ class Config:
     # the student's noise: this share of a teacher-labelled review's characters read as unknown,
     # and its spatial and head dropout raised by as much (to at most 0.5)
     self_train_noise: float = setting(0.1, "train")
+    # the TF-IDF baseline (fitted on the same rated reviews) teaches beside the model, its share
+    # of the teacher chosen on validation (0: the model alone): with few labels it is the
+    # stronger teacher
+    self_train_baseline: bool = setting(True, "train")
     # seconds a multi-worker run waits for every worker of TF_CONFIG to start
     cluster_timeout: float = setting(300.0)
 

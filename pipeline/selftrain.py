@@ -7,8 +7,11 @@ test are left out and counted. Each round, the student (the same architecture, i
 learns from the rated reviews and the teacher's calibrated probabilities as soft targets, each
 teacher-labelled review's loss weighted by `self_train_weight`, under noise the teacher did not
 have: characters of teacher-labelled reviews read as unknown, more dropout (Xie et al.'s noisy
-student). A student that beats its teacher on validation accuracy teaches the next round; one
-that does not ends the rounds. Nothing is written here but the record and its curves: `train`
+student). With `self_train_baseline` the TF-IDF baseline, fitted on the same rated reviews,
+teaches beside the model: their logits are mixed, its share chosen on validation log loss (0
+keeps the model alone), because with few labels the baseline is the stronger of the two. A
+student that beats its teacher model on validation accuracy teaches the next round; one that
+does not ends the rounds. Nothing is written here but the record and its curves: `train`
 saves the winner, so a killed run leaves the last good model.
 """
 
@@ -27,9 +30,11 @@ from pipeline.errors import PipelineError
 from pipeline.files import write_json_atomic
 from pipeline.labels import is_positive
 from pipeline.plots import plot_curves
+from pipeline.prepare import read_split
 from pipeline.tokenizer import OOV_INDEX, CharTokenizer, trim_padding
 
 MAX_DROPOUT = 0.5  # the student's raised dropout stops here: more leaves it nothing to learn
+BASELINE_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the baseline's share of the teacher, tried in turn
 
 
 @dataclass
@@ -38,6 +43,7 @@ class Candidate:
 
     model: object
     temperature: float
+    val_logits: np.ndarray
     val_accuracy: float
     history: dict | None = None  # the student's epochs (None for the first teacher)
     weight: float | None = None
@@ -59,8 +65,10 @@ def self_train(
     Writes self_training.json (every student's history and score) and its curves.
     """
     from pipeline.pretrain import print_unlabeled_counts
+    from pipeline.train import answer_logits
 
-    pool, counts = unlabeled_pool(config, tokenizer)
+    texts, counts = unlabeled_pool(config)
+    pool = tokenizer.encode(texts)
     if not quiet:
         print_unlabeled_counts(counts, "self-training")
         print(f"self-training: {len(pool):,} reviews for the teacher to label")
@@ -69,12 +77,18 @@ def self_train(
             "self-training has no unlabeled reviews to learn from; pass --unlabeled files or a "
             "--label-fraction below 1"
         )
-    teacher_score = val_accuracy(val_logits, temperature, data["y_val"])
-    best = Candidate(teacher, temperature, teacher_score)
+    baseline = BaselineTeacher.fit(config, texts) if config.self_train_baseline else None
+    best = Candidate(
+        teacher, temperature, val_logits, val_accuracy(val_logits, temperature, data["y_val"])
+    )
     first, rounds, chosen, best_round = best.val_accuracy, [], [], 0
     started = time.perf_counter()
     for round_no in range(1, config.self_train_rounds + 1):
-        targets = probabilities(best.model, best.temperature, pool, tokenizer, config)
+        pool_logits = answer_logits(best.model, pool, tokenizer.padding, config.mask_padding)
+        taught = teacher_mix(best, baseline, data["y_val"])
+        targets = sigmoid(
+            taught.logits(pool_logits / best.temperature, baseline and baseline.pool_logits)
+        )
         students = []
         for weight in config.self_train_weight:
             if not quiet:
@@ -90,6 +104,7 @@ def self_train(
             {
                 "round": round_no,
                 "teacher_val_accuracy": best.val_accuracy,
+                "teacher": taught.record(),
                 "students": [
                     {
                         "weight": s.weight,
@@ -120,6 +135,7 @@ def self_train(
         "pseudo_labelled": len(pool),
         "rated": len(data["y_train"]),
         "unlabeled": counts,
+        "baseline": baseline.record() if baseline else None,
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(config.self_training_path, {**summary, "rounds": rounds})
@@ -131,10 +147,9 @@ def self_train(
     return best.model, summary
 
 
-def unlabeled_pool(config: Config, tokenizer: CharTokenizer) -> tuple[np.ndarray, dict]:
-    """The encoded reviews to label: the training split's left-out ones and the unlabeled files',
+def unlabeled_pool(config: Config) -> tuple[list[str], dict]:
+    """The reviews to label: the training split's left-out ones and the unlabeled files',
     without repeats or reviews of any split; and what was kept and left out of each file."""
-    from pipeline.prepare import read_split
     from pipeline.pretrain import unlabeled_texts
 
     known = {
@@ -150,7 +165,83 @@ def unlabeled_pool(config: Config, tokenizer: CharTokenizer) -> tuple[np.ndarray
         kept, counts[path.name] = unlabeled_texts(path, config, known)
         texts += kept
         known["train"] |= set(kept)  # and so is one in an earlier file
-    return tokenizer.encode(texts), counts
+    return texts, counts
+
+
+@dataclass
+class BaselineTeacher:
+    """The TF-IDF baseline fitted on the rated reviews (C chosen on validation, as the baseline
+    stage does), as logits for validation and the pool."""
+
+    c: float
+    val_accuracy: float
+    val_logits: np.ndarray
+    pool_logits: np.ndarray
+
+    @classmethod
+    def fit(cls, config: Config, pool_texts: list[str]) -> BaselineTeacher:
+        from pipeline.baseline import fit_baseline
+
+        train, val = (read_split(config.split_path(name)) for name in ("train", "val"))
+        fitted = fit_baseline(train, val, config.baseline_c)
+        return cls(
+            fitted.c,
+            fitted.val_accuracy[fitted.c],
+            logit(fitted.predict_proba(val["text"])),
+            logit(fitted.predict_proba(pool_texts)),
+        )
+
+    def record(self) -> dict:
+        return {"c": self.c, "val_accuracy": self.val_accuracy}
+
+
+@dataclass
+class TeacherMix:
+    """The teacher's logit: (1 - share) x the model's calibrated logit + share x the baseline's,
+    scaled by a temperature fitted on validation."""
+
+    share: float
+    temperature: float
+    val_accuracy: float
+    val_log_loss: float
+
+    def logits(self, model_logits: np.ndarray, baseline_logits: np.ndarray | None) -> np.ndarray:
+        mixed = (1 - self.share) * model_logits
+        if self.share:
+            mixed = mixed + self.share * baseline_logits
+        return mixed / self.temperature
+
+    def record(self) -> dict:
+        return {
+            "baseline_share": self.share,
+            "val_accuracy": self.val_accuracy,
+            "val_log_loss": round(self.val_log_loss, 5),
+        }
+
+
+def teacher_mix(
+    model: Candidate, baseline: BaselineTeacher | None, labels: np.ndarray
+) -> TeacherMix:
+    """The mix of the model and the baseline with the lowest validation log loss (the smaller
+    share on ties); the model alone without a baseline."""
+    from pipeline.train import fit_temperature, log_loss
+
+    model_logits = model.val_logits / model.temperature
+    mixes = []
+    for share in BASELINE_SHARES if baseline else (0.0,):
+        raw = TeacherMix(share, 1.0, 0.0, 0.0).logits(
+            model_logits, baseline.val_logits if baseline else None
+        )
+        temperature = fit_temperature(raw, labels)
+        mixes.append(
+            TeacherMix(
+                share,
+                temperature,
+                val_accuracy(raw, temperature, labels),
+                log_loss(raw / temperature, labels),
+            )
+        )
+    return min(mixes, key=lambda mix: mix.val_log_loss)
 
 
 def noisy_part(x, y, weights, noisy, padding: str, trim: bool, noise: float, seed: int):
@@ -237,15 +328,7 @@ def train_student(
         model, data["x_val"], data["y_val"], tokenizer.padding, config.mask_padding
     )
     score = val_accuracy(logits, temperature, data["y_val"])
-    return Candidate(final, temperature, score, history, weight)
-
-
-def probabilities(model, temperature: float, x, tokenizer: CharTokenizer, config: Config):
-    """The calibrated positive probability of every row of x."""
-    from pipeline.train import answer_logits
-
-    logits = answer_logits(model, x, tokenizer.padding, config.mask_padding)
-    return sigmoid(logits / temperature)
+    return Candidate(final, temperature, logits, score, history, weight)
 
 
 def val_accuracy(logits: np.ndarray, temperature: float, labels: np.ndarray) -> float:
@@ -255,3 +338,8 @@ def val_accuracy(logits: np.ndarray, temperature: float, labels: np.ndarray) -> 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-z))
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)  # a probability of exactly 0 or 1 has no finite logit
+    return np.log(p) - np.log1p(-p)

@@ -16,7 +16,8 @@ from pipeline.errors import PipelineError
 from pipeline.prepare import read_split
 from pipeline.records import read_record
 from pipeline.stages import STAGE_NAMES, STAGES, run_pipeline, stage_state
-from pipeline.tokenizer import OOV_INDEX, CharTokenizer
+from pipeline.tokenizer import OOV_INDEX
+from pipeline.train import fit_temperature, log_loss
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow  # trains tiny teachers and students
@@ -85,12 +86,30 @@ def test_the_pool_leaves_out_reviews_of_any_split_and_repeats_and_counts_them(
     ]
     extra.write_text("\n".join(lines) + "\n", "utf-8")
     config = config.replace(unlabeled=(str(extra),))
-    tokenizer = CharTokenizer().fit(["새 리뷰 좋아요"])
-    pool, counts = selftrain.unlabeled_pool(config, tokenizer)
+    pool, counts = selftrain.unlabeled_pool(config)
     assert counts["train_unlabeled.txt"] == {"read": len(left_out), "kept": len(left_out)}
     assert counts["more.txt"] == {"read": 6, "in_validation_or_test": 2, "duplicates": 3, "kept": 1}
-    assert len(pool) == len(left_out) + 1
-    assert (pool[-1] == tokenizer.encode(["새 리뷰 좋아요"])[0]).all()
+    assert pool == left_out + ["새 리뷰 좋아요"]
+
+
+@pytest.mark.parametrize("informative, share", [("baseline", 1.0), ("model", 0.0), (None, 0.0)])
+def test_the_teacher_mixes_in_the_baseline_as_far_as_validation_log_loss_says(informative, share):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 4000)
+    signal, noise = 3 * (2 * labels - 1) + rng.normal(0, 2, 4000), rng.normal(0, 2, 4000)
+    model_logits = signal if informative == "model" else noise
+    baseline = None
+    if informative:
+        baseline_logits = signal if informative == "baseline" else noise
+        baseline = selftrain.BaselineTeacher(1.0, 0.5, baseline_logits, baseline_logits[:10])
+    teacher = selftrain.Candidate(None, 2.0, 2 * model_logits, 0.5)  # calibrated: logits / 2
+    mix = selftrain.teacher_mix(teacher, baseline, labels)
+    assert mix.share == share
+    best = signal if informative else noise
+    # the mix is calibrated: its temperature is the one fitted to its own logits
+    assert mix.temperature == pytest.approx(fit_temperature(best, labels), rel=1e-6)
+    assert mix.val_log_loss == pytest.approx(log_loss(best / mix.temperature, labels))
+    assert mix.val_accuracy == np.mean((best > 0) == labels)
 
 
 def test_noise_hides_characters_of_teacher_labelled_rows_only_and_weights_them():
@@ -219,6 +238,14 @@ def test_a_real_run_trains_students_and_keeps_the_better_model(self_trained):
         self_trained.train_unlabeled_path.read_text("utf-8").splitlines()
     )
     assert self_trained.self_training_curves_path.stat().st_size > 0
+    # the baseline that taught is the baseline stage's own (the same rated reviews, C on
+    # validation), and the first teacher's mix is no worse than the model alone on validation
+    baseline = json.loads(self_trained.baseline_path.read_text("utf-8"))
+    assert record["baseline"] == {"c": baseline["c"], "val_accuracy": baseline["val"]["accuracy"]}
+    first = record["rounds"][0]["teacher"]
+    assert first["baseline_share"] in selftrain.BASELINE_SHARES
+    model_alone = json.loads(self_trained.history_path.read_text("utf-8"))
+    assert first["val_log_loss"] <= model_alone["val_log_loss_calibrated"] + 1e-5
 
 
 def test_a_second_run_is_fresh_and_a_changed_weight_retrains(self_trained):
