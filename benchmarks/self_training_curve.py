@@ -8,7 +8,9 @@ Reads the artifacts folders of runs made with the pipeline itself, one per label
     python benchmarks/self_training_curve.py --runs 0.01=/tmp/st/self --output curve.png
 
 Each folder's train record holds the teacher's (the model alone's) and the winner's calibrated
-validation accuracy; its baseline.json the TF-IDF baseline's. Prints one JSON line per run.
+validation accuracy; its baseline.json the TF-IDF baseline's. `--compare` adds the students of
+other runs as a series of their own (e.g. runs with `--set self_train_baseline=false`, whose
+students the model alone taught). Prints one JSON line per run.
 """
 
 from __future__ import annotations
@@ -35,17 +37,23 @@ def point(fraction: float, folder: Path) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", required=True, metavar="FRACTION=FOLDER")
-    parser.add_argument("--output", type=Path, required=True, help="the PNG to write")
-    args = parser.parse_args()
+def read_points(runs: list[str]) -> list[dict]:
     points = []
-    for run in args.runs:
+    for run in runs:
         fraction, _, folder = run.partition("=")
         points.append(point(float(fraction), Path(folder)))
         print(json.dumps(points[-1]))
-    points.sort(key=lambda p: p["label_fraction"])
+    return sorted(points, key=lambda p: p["label_fraction"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", required=True, metavar="FRACTION=FOLDER")
+    parser.add_argument("--compare", nargs="*", default=[], metavar="FRACTION=FOLDER")
+    parser.add_argument("--compare-label", default="student taught by the model alone")
+    parser.add_argument("--output", type=Path, required=True, help="the PNG to write")
+    args = parser.parse_args()
+    points, compared = read_points(args.runs), read_points(args.compare)
 
     import matplotlib
 
@@ -53,13 +61,16 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    x = [100 * p["label_fraction"] for p in points]
-    for key, name in (
-        ("model_alone", "the model on the labels alone"),
-        ("student", "its best student (self-training)"),
-        ("baseline", "TF-IDF + logistic regression"),
-    ):
-        ax.plot(x, [p[key] for p in points], "o-", label=name)
+
+    def plot(series: list[dict], key: str, name: str, style: str = "o-") -> None:
+        x = [100 * p["label_fraction"] for p in series]
+        ax.plot(x, [p[key] for p in series], style, label=name)
+
+    plot(points, "model_alone", "the model on the labels alone")
+    plot(points, "student", "its best student (self-training)")
+    if compared:
+        plot(compared, "student", args.compare_label, "o--")
+    plot(points, "baseline", "TF-IDF + logistic regression")
     ax.set_xscale("log")
     ax.set_xlabel("labels kept (% of the training split)")
     ax.set_ylabel("validation accuracy")

@@ -89,6 +89,12 @@ def self_train(
         targets = sigmoid(
             taught.logits(pool_logits / best.temperature, baseline and baseline.pool_logits)
         )
+        if not quiet:
+            print(
+                f"self-training: round {round_no}, teacher: the baseline's share {taught.share:g}, "
+                f"validation accuracy {taught.val_accuracy:.4f} (the model alone "
+                f"{best.val_accuracy:.4f})"
+            )
         students = []
         for weight in config.self_train_weight:
             if not quiet:
