@@ -80,10 +80,9 @@ def main() -> None:
         run_pipeline(config, names=("download", "prepare", "tokenize"), quiet=True)
         with np.load(config.encoded_path) as encoded:
             results["rows"] = {"train": len(encoded["y_train"]), "val": len(encoded["y_val"])}
-        wide = ("--batch-size", str(config.batch_size * 2))
         for name, workers, flags in (
             ("one process", 1, ()),
-            ("one process, 2x batch", 1, wide),
+            ("one process, 2x batch", 1, ("--batch-size", str(config.batch_size * 2))),
             ("two workers", 2, ("--distribute", "multi-worker")),
         ):
             results[name] = train(config, args.config, root / name, workers, *flags)

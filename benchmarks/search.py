@@ -37,7 +37,6 @@ from common import best_of, parse_settings
 from pipeline.baseline import fit_baseline
 from pipeline.config import load_config
 from pipeline.evaluate import classification_metrics
-from pipeline.labels import is_positive
 from pipeline.model import build_model
 from pipeline.predict import Predictor
 from pipeline.prepare import keep_labels, label_and_clean, parse_lines, read_split
@@ -63,19 +62,14 @@ VARIANTS: dict[str, dict] = {
     "conv_pool2_bilstm": CONV_POOL2_BILSTM,
     "conv_pool2_lstm_wide": {**CONV, "conv_pool": 2, "rnn_units": (128, 64)},
     "conv256k5_pool2_bilstm": {**CONV_POOL2_BILSTM, "conv_filters": 256, "conv_kernel": 5},
-    "conv_pool2_bilstm_dropout": {
-        **CONV_POOL2_BILSTM,
-        "spatial_dropout": 0.15,
-        "head_dropout": 0.3,
-    },
+    "conv_pool2_bilstm_dropout": (
+        {**CONV_POOL2_BILSTM, "spatial_dropout": 0.15, "head_dropout": 0.3}
+    ),
     # for data tokenized with token_unit="jamo", maxlen=250: 7 jamo span ~3 syllables, and
     # pooling by 3 brings the RNN back to about one step per syllable
-    "jamo_conv_pool3_bilstm": {
-        **CONV_POOL2_BILSTM,
-        "embedding_dim": 32,
-        "conv_kernel": 7,
-        "conv_pool": 3,
-    },
+    "jamo_conv_pool3_bilstm": (
+        {**CONV_POOL2_BILSTM, "embedding_dim": 32, "conv_kernel": 7, "conv_pool": 3}
+    ),
 }
 
 
@@ -99,10 +93,6 @@ def scratch_artifacts(artifacts_dir: Path, pretrained_from: Path | None = None) 
     if pretrained_from is not None:
         shutil.copy(pretrained_from / "pretrained.keras", folder / "pretrained.keras")
     return folder
-
-
-def accuracy(probs: np.ndarray, labels) -> float:
-    return float((is_positive(probs) == np.asarray(labels).astype(bool)).mean())
 
 
 def variant_config(args, variant: str, **changes):
@@ -144,10 +134,8 @@ def run(config, stages: tuple, sets: dict) -> dict:
         row["train_accuracy_per_epoch"] = [round(v, 4) for v in history["accuracy"]]
         predictor = Predictor(config.artifacts_dir)
         for name, (texts, labels) in sets.items():
-            probs = predictor.predict_proba(texts)
-            row[f"predictor_{name}_accuracy"] = round(accuracy(probs, labels), 4)
-            if name == "val":
-                row["predictor_val_ece"] = round(classification_metrics(labels, probs)["ece"], 4)
+            scores = classification_metrics(labels, predictor.predict_proba(texts))
+            row[f"predictor_{name}"] = {k: round(scores[k], 4) for k in ("accuracy", "ece")}
     return row
 
 
@@ -181,7 +169,10 @@ def main() -> None:
         sets["other"] = (other["text"].tolist(), other["label"].to_numpy())
         started = time.perf_counter()
         fitted = fit_baseline(splits["train"], splits["val"], base.baseline_c)
-        baseline = {name: accuracy(fitted.predict_proba(t), y) for name, (t, y) in sets.items()}
+        baseline = {
+            name: classification_metrics(y, fitted.predict_proba(t))["accuracy"]
+            for name, (t, y) in sets.items()
+        }
         seconds = round(time.perf_counter() - started, 1)
         print(json.dumps({"model": "baseline", "c": fitted.c, **baseline, "seconds": seconds}))
 
@@ -206,7 +197,7 @@ def main() -> None:
         if args.cross_domain and rows:  # each set over the seeds, against the baseline
             summary = {"variant": variant, "seeds": args.seeds, "other_rows": len(sets["other"][0])}
             for name in sets:
-                values = [row[f"predictor_{name}_accuracy"] for row in rows]
+                values = [row[f"predictor_{name}"]["accuracy"] for row in rows]
                 mean = statistics.mean(values)
                 summary[name] = {"mean": round(mean, 4), "min": min(values), "max": max(values)}
                 summary[name]["margin_over_baseline"] = round(mean - baseline[name], 4)
