@@ -177,7 +177,7 @@ def main() -> None:
         print(json.dumps({"model": "baseline", "c": fitted.c, **baseline, "seconds": seconds}))
 
     settings = parse_settings(args.set)
-    encoders: dict[str, Path] = {}  # each pretrained variant's folder, for --fractions
+    encoders: dict[str, Path] = {}  # each pretrained variant's folder
     for variant in args.variants:
         rows = []
         for seed in args.seeds or [base.seed]:
@@ -190,10 +190,10 @@ def main() -> None:
                 rows.append(run(config, stages, sets))
                 row = {"variant": variant, "labels": 1.0, "settings": settings, **rows[-1]}
                 print(json.dumps(row), flush=True)
-            if config.pretrain == "none":
-                shutil.rmtree(scratch, ignore_errors=True)
+            if config.pretrain != "none" and variant not in encoders:
+                encoders[variant] = scratch  # the first seed's encoder, for --fractions
             else:
-                encoders[variant] = scratch
+                shutil.rmtree(scratch, ignore_errors=True)
         if args.cross_domain and rows:  # each set over the seeds, against the baseline
             summary = {"variant": variant, "seeds": args.seeds, "other_rows": len(sets["other"][0])}
             for name in sets:
