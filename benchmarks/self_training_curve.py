@@ -67,15 +67,17 @@ def main() -> None:
         ax.plot(x, [p[key] for p in series], style, label=name)
 
     plot(points, "model_alone", "the model on the labels alone")
-    plot(points, "student", "its best student (self-training)")
+    plot(points, "student", "its student, taught by the model + baseline mix")
     if compared:
         plot(compared, "student", args.compare_label, "o--")
     plot(points, "baseline", "TF-IDF + logistic regression")
     ax.set_xscale("log")
+    ax.set_xticks([100 * p["label_fraction"] for p in points])
+    ax.set_xticklabels([f"{100 * p['label_fraction']:g}%" for p in points])
     ax.set_xlabel("labels kept (% of the training split)")
     ax.set_ylabel("validation accuracy")
-    ax.set_title(f"self-training, {len(points)} label fraction(s) measured")
-    ax.legend()
+    ax.set_title(f"self-training on the stand-in, {len(points)} label fraction(s), one seed")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     with atomic_path(args.output) as tmp:
         fig.savefig(tmp, dpi=100)

@@ -60,8 +60,8 @@ def _source_parser() -> argparse.ArgumentParser:
         "--unlabeled",
         action="append",
         metavar="PATH",
-        help="a file of reviews without ratings to pretrain on (one a line, or a csv, tsv or "
-        "jsonl file with --unlabeled-column); repeat for several",
+        help="a file of reviews without ratings, to pretrain or self-train on (one a line, or a "
+        "csv, tsv or jsonl file with --unlabeled-column); repeat for several",
     )
     source.add_argument("--unlabeled-column", help="the review column of a table --unlabeled")
     source.add_argument(
@@ -80,6 +80,12 @@ def _source_parser() -> argparse.ArgumentParser:
         type=int,
         choices=[0, 1, 2, 3],
         help="rounds of self-training on the unlabeled reviews after training (default 0: off)",
+    )
+    source.add_argument(
+        "--self-train-baseline",
+        action=argparse.BooleanOptionalAction,
+        help="let the TF-IDF baseline teach beside the model, its share chosen on validation "
+        "(default: on)",
     )
     return source
 
@@ -193,6 +199,7 @@ def load_settings(args: argparse.Namespace):
                 "pretrain",
                 "label_fraction",
                 "self_train_rounds",
+                "self_train_baseline",
                 "model_engine",
             )
         },

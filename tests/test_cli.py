@@ -144,3 +144,18 @@ def test_an_unexpected_failure_is_one_sentence_not_a_traceback(trained, tmp_path
     (log,) = (tmp_path / "artifacts" / "logs").glob("train-*.log")
     assert f"the traceback is in {log}" in result.stderr
     assert "Traceback" in log.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ((), (1.0, 0, True)),
+        (("--label-fraction", "0.1", "--self-train-rounds", "2"), (0.1, 2, True)),
+        (("--self-train-rounds", "1", "--no-self-train-baseline"), (1.0, 1, False)),
+    ],
+)
+def test_self_training_flags_reach_the_settings_and_unset_ones_keep_the_defaults(flags, expected):
+    from pipeline.__main__ import build_parser, load_settings
+
+    config = load_settings(build_parser().parse_args(["train", *flags]))
+    assert (config.label_fraction, config.self_train_rounds, config.self_train_baseline) == expected
