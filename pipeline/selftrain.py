@@ -212,10 +212,7 @@ class TeacherMix:
     val_log_loss: float
 
     def logits(self, model_logits: np.ndarray, baseline_logits: np.ndarray | None) -> np.ndarray:
-        mixed = (1 - self.share) * model_logits
-        if self.share:
-            mixed = mixed + self.share * baseline_logits
-        return mixed / self.temperature
+        return mixed_logits(self.share, model_logits, baseline_logits) / self.temperature
 
     def record(self) -> dict:
         return {
@@ -223,6 +220,13 @@ class TeacherMix:
             "val_accuracy": self.val_accuracy,
             "val_log_loss": round(self.val_log_loss, 5),
         }
+
+
+def mixed_logits(share: float, model_logits: np.ndarray, baseline_logits: np.ndarray | None):
+    """(1 - share) x the model's logit + share x the baseline's (none needed at share 0)."""
+    if not share:
+        return model_logits
+    return (1 - share) * model_logits + share * baseline_logits
 
 
 def teacher_mix(
@@ -235,9 +239,7 @@ def teacher_mix(
     model_logits = model.val_logits / model.temperature
     mixes = []
     for share in BASELINE_SHARES if baseline else (0.0,):
-        raw = TeacherMix(share, 1.0, 0.0, 0.0).logits(
-            model_logits, baseline.val_logits if baseline else None
-        )
+        raw = mixed_logits(share, model_logits, baseline.val_logits if baseline else None)
         temperature = fit_temperature(raw, labels)
         mixes.append(
             TeacherMix(
