@@ -67,7 +67,8 @@ def self_train(
     from pipeline.pretrain import print_unlabeled_counts
     from pipeline.train import answer_logits
 
-    texts, counts = unlabeled_pool(config)
+    splits = {name: read_split(config.split_path(name)) for name in ("train", "val", "test")}
+    texts, counts = unlabeled_pool(config, splits)
     pool = tokenizer.encode(texts)
     if not quiet:
         print_unlabeled_counts(counts, "self-training")
@@ -77,18 +78,19 @@ def self_train(
             "self-training has no unlabeled reviews to learn from; pass --unlabeled files or a "
             "--label-fraction below 1"
         )
-    baseline = BaselineTeacher.fit(config, texts) if config.self_train_baseline else None
+    baseline = BaselineTeacher.fit(config, splits, texts) if config.self_train_baseline else None
     best = Candidate(
         teacher, temperature, val_logits, val_accuracy(val_logits, temperature, data["y_val"])
     )
     first, rounds, chosen, best_round = best.val_accuracy, [], [], 0
     started = time.perf_counter()
     for round_no in range(1, config.self_train_rounds + 1):
-        pool_logits = answer_logits(best.model, pool, tokenizer.padding, config.mask_padding)
         taught = teacher_mix(best, baseline, data["y_val"])
-        targets = sigmoid(
-            taught.logits(pool_logits / best.temperature, baseline and baseline.pool_logits)
-        )
+        model_logits = None
+        if taught.share < 1:  # at share 1 the baseline alone teaches: no need to score the pool
+            raw = answer_logits(best.model, pool, tokenizer.padding, config.mask_padding)
+            model_logits = raw / best.temperature
+        targets = sigmoid(taught.logits(model_logits, baseline.pool_logits if baseline else None))
         if not quiet:
             print(
                 f"self-training: round {round_no}, teacher: the baseline's share {taught.share:g}, "
@@ -153,14 +155,13 @@ def self_train(
     return best.model, summary
 
 
-def unlabeled_pool(config: Config) -> tuple[list[str], dict]:
+def unlabeled_pool(config: Config, splits: dict) -> tuple[list[str], dict]:
     """The reviews to label: the training split's left-out ones and the unlabeled files',
-    without repeats or reviews of any split; and what was kept and left out of each file."""
+    without repeats or reviews of any of the `splits` (train, val, test frames); and what was
+    kept and left out of each file."""
     from pipeline.pretrain import unlabeled_texts
 
-    known = {
-        name: set(read_split(config.split_path(name))["text"]) for name in ("train", "val", "test")
-    }
+    known = {name: set(frame["text"]) for name, frame in splits.items()}
     texts, counts = [], {}
     if config.label_fraction < 1:
         left_out = config.train_unlabeled_path.read_text("utf-8").splitlines()
@@ -185,11 +186,11 @@ class BaselineTeacher:
     pool_logits: np.ndarray
 
     @classmethod
-    def fit(cls, config: Config, pool_texts: list[str]) -> BaselineTeacher:
+    def fit(cls, config: Config, splits: dict, pool_texts: list[str]) -> BaselineTeacher:
         from pipeline.baseline import fit_baseline
 
-        train, val = (read_split(config.split_path(name)) for name in ("train", "val"))
-        fitted = fit_baseline(train, val, config.baseline_c)
+        val = splits["val"]
+        fitted = fit_baseline(splits["train"], val, config.baseline_c)
         return cls(
             fitted.c,
             fitted.val_accuracy[fitted.c],
@@ -211,7 +212,7 @@ class TeacherMix:
     val_accuracy: float
     val_log_loss: float
 
-    def logits(self, model_logits: np.ndarray, baseline_logits: np.ndarray | None) -> np.ndarray:
+    def logits(self, model_logits: np.ndarray | None, baseline_logits: np.ndarray | None):
         return mixed_logits(self.share, model_logits, baseline_logits) / self.temperature
 
     def record(self) -> dict:
@@ -222,10 +223,13 @@ class TeacherMix:
         }
 
 
-def mixed_logits(share: float, model_logits: np.ndarray, baseline_logits: np.ndarray | None):
-    """(1 - share) x the model's logit + share x the baseline's (none needed at share 0)."""
-    if not share:
+def mixed_logits(share: float, model_logits, baseline_logits):
+    """(1 - share) x the model's logit + share x the baseline's (the other one is not needed
+    at share 0 or 1)."""
+    if share == 0:
         return model_logits
+    if share == 1:
+        return baseline_logits
     return (1 - share) * model_logits + share * baseline_logits
 
 

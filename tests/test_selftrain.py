@@ -86,7 +86,8 @@ def test_the_pool_leaves_out_reviews_of_any_split_and_repeats_and_counts_them(
     ]
     extra.write_text("\n".join(lines) + "\n", "utf-8")
     config = config.replace(unlabeled=(str(extra),))
-    pool, counts = selftrain.unlabeled_pool(config)
+    splits = {name: read_split(config.split_path(name)) for name in ("train", "val", "test")}
+    pool, counts = selftrain.unlabeled_pool(config, splits)
     assert counts["train_unlabeled.txt"] == {"read": len(left_out), "kept": len(left_out)}
     assert counts["more.txt"] == {"read": 6, "in_validation_or_test": 2, "duplicates": 3, "kept": 1}
     assert pool == left_out + ["새 리뷰 좋아요"]
